@@ -1,0 +1,44 @@
+# trackerflow task runner — `make help` lists the targets.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+SAMPLE := deploy/samples/conversations.jsonl
+
+.DEFAULT_GOAL := help
+.PHONY: help setup run test lint typecheck unit bench-fold clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(BIN)/trackerflow: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+setup: $(BIN)/trackerflow ## Create .venv and install trackerflow with its dev tools
+
+run: setup ## The main job: replay the sample conversations into trackers (out/trackers.jsonl)
+	@mkdir -p out
+	$(BIN)/trackerflow replay $(SAMPLE) --events applied --output out/trackers.jsonl \
+		--stories out/stories.yml --rejects out/rejects.jsonl
+	@echo "trackers: out/trackers.jsonl  stories: out/stories.yml  rejects: out/rejects.jsonl"
+	@head -c 1200 out/trackers.jsonl; echo
+
+lint: setup ## ruff (style, imports, layering bans)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check events processors
+
+typecheck: setup ## mypy --strict
+	$(BIN)/mypy
+
+unit: setup ## pytest with 100% branch coverage of events/ and processors/
+	$(BIN)/pytest --cov --cov-report=term-missing:skip-covered
+
+test: lint typecheck unit ## Everything CI runs: lint, types, the whole test suite
+
+bench-fold: setup ## Decode+fold events/s vs a json.loads baseline (1M+ generated events)
+	$(BIN)/python -m bench.fold
+
+clean: ## Remove build, test and benchmark leftovers
+	rm -rf out bench/out .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov *.egg-info

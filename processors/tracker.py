@@ -1,0 +1,304 @@
+"""``DialogueStateTracker``: Rasa 3.6's tracker as a pure fold with O(1) ordinary updates.
+
+How it stays O(1) per event while following Rasa exactly:
+
+* The live state is a compact ``Head`` updated per event (Rasa's incremental ``apply_to``).
+* The applied list (Rasa's ``applied_events()``) is kept incrementally as positions into the
+  event log; ``restart``/``session_started`` empty it, reverts pop from its end, loop pruning
+  touches only the tail back to the loop's previous execution (``processors.applied``).
+* A revert leaves the state Rasa gets by resetting and replaying the applied list. Because reverts
+  cut the list back to just before an action, the tracker keeps a snapshot of that replayed state
+  before every applied action (recent ones only); a revert restores the nearest snapshot and
+  replays the few events after it. Snapshots are copies of the live head while the live state
+  equals the replay of the applied list ("synced"), which breaks only after a ``restart`` (its
+  pending ``action_session_start``) or a loop pruning; until it re-syncs they are computed by
+  replay from the previous snapshot, one turn at a time.
+* With ``max_event_history`` Rasa computes everything from the bounded window; so does this
+  tracker (no incremental applied list; reverts replay the window, as Rasa does).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, MutableSequence
+from typing import Any
+
+from events.model import (
+    ActionExecuted,
+    ActionReverted,
+    ActiveLoop,
+    Event,
+    Restarted,
+    SessionStarted,
+    UserUttered,
+    UserUtteranceReverted,
+)
+from processors.applied import (
+    compute_applied,
+    first_run_or_unhappy,
+    loop_names,
+    prune_loop_tail,
+    revert,
+)
+from processors.domain import Domain
+from processors.queries import Dialogue, TrackerQueries
+from processors.state import Folder, Head
+
+MAX_SNAPSHOTS = 64
+
+
+class DialogueStateTracker(TrackerQueries):
+    """One conversation's state, folded from its events exactly as Rasa 3.6 folds them."""
+
+    def __init__(
+        self,
+        sender_id: str,
+        domain: Domain | None = None,
+        *,
+        max_event_history: int | None = None,
+        sender_source: str | None = None,
+    ) -> None:
+        self.sender_id = sender_id
+        self.domain = domain
+        self.sender_source = sender_source
+        self.max_event_history = max_event_history
+        self._folder = Folder(domain.initial_values() if domain is not None else None)
+        self._head = Head()
+        self._events: MutableSequence[Event] = (
+            [] if max_event_history is None else deque(maxlen=max_event_history)
+        )
+        self._count = 0
+        self._acc: list[int] = []
+        self._snaps: list[tuple[int, Head]] = []
+        self._synced = True
+        self._loops: set[str] = set()
+        self._segment_start = 0
+        self._last_restart = -1
+        self._last_user = -1
+
+    # -- folding -------------------------------------------------------------------------------
+
+    def update(self, event: Event) -> None:
+        """Log one event and apply it (Rasa's ``tracker.update``)."""
+        seq = self._count
+        self._count = seq + 1
+        self._events.append(event)
+        kind = type(event)
+        if kind is UserUttered:
+            self._last_user = seq
+        elif kind is Restarted:
+            self._last_restart = seq
+        if self.max_event_history is not None:
+            self._update_windowed(event)
+        elif kind is ActionExecuted:
+            self._update_action(event, seq)  # type: ignore[arg-type]
+        elif kind is ActionReverted or kind is UserUtteranceReverted:
+            revert(event, self._acc, self._events.__getitem__)
+            self._restore(len(self._acc))
+        elif kind is Restarted or kind is SessionStarted:
+            self._acc.clear()
+            self._snaps.clear()
+            self._segment_start = seq + 1
+            self._folder.apply(self._head, event)
+            self._synced = kind is SessionStarted
+        else:
+            self._acc.append(seq)
+            self._folder.apply(self._head, event)
+            if kind is ActiveLoop and event.name and event.name not in self._loops:  # type: ignore[union-attr]
+                self._new_loop(event.name)  # type: ignore[union-attr]
+
+    def update_with_events(self, events: Iterable[Event]) -> None:
+        """Update with each event in order (timestamps are kept: stamping is the caller's job)."""
+        for event in events:
+            self.update(event)
+
+    def _update_action(self, event: ActionExecuted, seq: int) -> None:
+        acc, at = self._acc, self._events.__getitem__
+        name = event.action_name
+        if name in self._loops and not first_run_or_unhappy(name, acc, at):  # type: ignore[arg-type]
+            kept = prune_loop_tail(name, acc, at)  # type: ignore[arg-type]
+            self._drop_snapshots_after(kept + 1)
+            self._synced = False
+            self._folder.apply(self._head, event)
+            return
+        position = len(acc)
+        snap = self._head.snapshot() if self._synced else self._replay(position)
+        self._snaps.append((position, snap))
+        if len(self._snaps) > MAX_SNAPSHOTS:
+            del self._snaps[: MAX_SNAPSHOTS // 4]
+        acc.append(seq)
+        self._folder.apply(self._head, event)
+        if not self._synced:
+            probe = snap.snapshot()
+            self._folder.apply(probe, event)
+            self._synced = probe.same_as(self._head)
+
+    def _new_loop(self, name: str) -> None:
+        """A loop name seen for the first time can make earlier executions prunable (Rasa looks
+        at the loop names of all events); recompute the segment's applied list if it can."""
+        self._loops.add(name)
+        at = self._events.__getitem__
+        runs = sum(
+            1
+            for seq in range(self._segment_start, self._count)
+            if type(at(seq)) is ActionExecuted and at(seq).action_name == name  # type: ignore[union-attr]
+        )
+        if runs >= 2:
+            self._acc = compute_applied(range(self._segment_start, self._count), at, self._loops)
+            self._snaps.clear()
+            self._synced = False
+
+    def _replay(self, position: int) -> Head:
+        """The state Rasa gets by resetting and replaying ``acc[:position]``."""
+        start, head = 0, None
+        for snap_position, snap in reversed(self._snaps):
+            if snap_position <= position and not self._tainted(snap):
+                start, head = snap_position, snap.snapshot()
+                break
+        if head is None:
+            head = Head()
+            self._folder.reset(head)
+        at = self._events.__getitem__
+        for seq in self._acc[start:position]:
+            self._folder.apply(head, at(seq))
+        return head
+
+    def _tainted(self, snap: Head) -> bool:
+        """A snapshot whose latest message is a reset's empty message that events mutated:
+        Rasa's replay would start from a new empty message, so replay from further back."""
+        message = snap.message
+        return id(message) in self._folder.mutations and not message.text and not message.intent
+
+    def _restore(self, position: int) -> None:
+        self._drop_snapshots_after(position)
+        self._head = self._replay(position)
+        self._synced = True
+
+    def _drop_snapshots_after(self, position: int) -> None:
+        snaps = self._snaps
+        while snaps and snaps[-1][0] > position:
+            snaps.pop()
+
+    def _update_windowed(self, event: Event) -> None:
+        kind = type(event)
+        if kind is ActionReverted or kind is UserUtteranceReverted:
+            self._head = self._replayed_window()
+        else:
+            self._folder.apply(self._head, event)
+
+    def _replayed_window(self) -> Head:
+        head = Head()
+        self._folder.reset(head)
+        for event in self.applied_events():
+            self._folder.apply(head, event)
+        return head
+
+    # -- the applied list ----------------------------------------------------------------------
+
+    def applied_events(self) -> list[Event]:
+        """The events that count: reverted and pruned ones removed, cut at restarts/sessions."""
+        at = self._at
+        if self.max_event_history is None:
+            return [at(seq) for seq in self._acc]
+        base = self._count - len(self._events)
+        positions = compute_applied(range(base, self._count), at, loop_names(self._events))
+        return [at(seq) for seq in positions]
+
+    def _at(self, seq: int) -> Event:
+        return self._events[seq - (self._count - len(self._events))]
+
+    # -- copies and rebuilding -----------------------------------------------------------------
+
+    def init_copy(self) -> DialogueStateTracker:
+        """An empty tracker with this one's id, slots (values reset) and history bound.
+
+        Like Rasa, a domain-less tracker's copy keeps the slot names it knows but accepts no
+        new ones; event mutations (merged entities, featurization flags) are shared.
+        """
+        copy = DialogueStateTracker(
+            self.sender_id, self.domain, max_event_history=self.max_event_history
+        )
+        copy._folder = Folder(dict(self._folder.slot_keys))
+        copy._folder.accepts_any_slot = False
+        copy._folder.mutations = dict(self._folder.mutations)
+        return copy
+
+    def travel_back_in_time(self, target_time: float) -> DialogueStateTracker:
+        """The tracker as of ``target_time``: events applied in order until the first later one."""
+        copy = self.init_copy()
+        for event in self._events:
+            if event.timestamp > target_time:
+                break
+            copy.update(event)
+        return copy
+
+    def copy(self) -> DialogueStateTracker:
+        """An independent tracker with the same state (built by re-applying every event)."""
+        return self.travel_back_in_time(float("inf"))
+
+    def recreate_from_dialogue(self, dialogue: Dialogue) -> None:
+        """Append the dialogue's events and rebuild the state by replaying the applied events
+        (Rasa's store-loading path: unlike updates, a trailing ``restart`` is not re-applied)."""
+        for event in dialogue.events:
+            seq = self._count
+            self._count += 1
+            self._events.append(event)
+            if type(event) is UserUttered:
+                self._last_user = seq
+            elif type(event) is Restarted:
+                self._last_restart = seq
+            if type(event) in (Restarted, SessionStarted):
+                self._segment_start = seq + 1
+        self._loops = loop_names(self._events)
+        if self.max_event_history is None:
+            self._acc = compute_applied(range(self._count), self._at, self._loops)
+        self._snaps.clear()
+        self._head = self._replayed_window()
+        self._synced = True
+
+    def generate_all_prior_trackers(self) -> Any:
+        """Yield ``(tracker, hide_rule_turn)`` before every applied action, then the final state.
+
+        The same tracker object is yielded each time and then updated further, as in Rasa.
+        """
+        tracker = self.init_copy()
+        for event in self.applied_events():
+            if type(event) is ActionExecuted:
+                yield tracker, event.hide_rule_turn
+            tracker.update(event)
+        yield tracker, False
+
+    @classmethod
+    def from_events(
+        cls,
+        sender_id: str,
+        events: Iterable[Event],
+        domain: Domain | None = None,
+        *,
+        max_event_history: int | None = None,
+    ) -> DialogueStateTracker:
+        """A tracker updated with ``events`` one by one."""
+        tracker = cls(sender_id, domain, max_event_history=max_event_history)
+        tracker.update_with_events(events)
+        return tracker
+
+
+def apply(tracker: DialogueStateTracker, event: Event) -> DialogueStateTracker:
+    """Fold one event into ``tracker`` (updated in place) and return it."""
+    tracker.update(event)
+    return tracker
+
+
+def fold(
+    events: Iterable[Event],
+    tracker: DialogueStateTracker | None = None,
+    *,
+    sender_id: str = "default",
+    domain: Domain | None = None,
+) -> DialogueStateTracker:
+    """Fold ``events`` into ``tracker`` (a new one for ``sender_id`` when None) and return it."""
+    if tracker is None:
+        tracker = DialogueStateTracker(sender_id, domain)
+    for event in events:
+        tracker.update(event)
+    return tracker
