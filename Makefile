@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 SAMPLE := deploy/samples/conversations.jsonl
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test lint typecheck unit bench-fold clean
+.PHONY: help setup kafka-jars run test lint typecheck unit bench-fold clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -17,6 +17,9 @@ $(BIN)/trackerflow: pyproject.toml
 	@touch $@
 
 setup: $(BIN)/trackerflow ## Create .venv and install trackerflow with its dev tools
+
+kafka-jars: setup ## Fetch the Apache Kafka broker jars with Maven into .kafka/ (once)
+	$(BIN)/python -c "import os; from streams.broker import DEFAULT_VERSION, ensure_jars; print(ensure_jars(os.environ.get('TRACKERFLOW_KAFKA_VERSION', DEFAULT_VERSION)))"
 
 run: setup ## The main job: replay the sample conversations into trackers (out/trackers.jsonl)
 	@mkdir -p out
@@ -32,7 +35,7 @@ lint: setup ## ruff (style, imports, layering bans)
 typecheck: setup ## mypy --strict
 	$(BIN)/mypy
 
-unit: setup ## pytest with 100% branch coverage of events/ and processors/
+unit: setup kafka-jars ## pytest with 100% branch coverage of events/ and processors/
 	$(BIN)/pytest --cov --cov-report=term-missing:skip-covered
 
 test: lint typecheck unit ## Everything CI runs: lint, types, the whole test suite

@@ -29,6 +29,7 @@ class Location:
     """Where a bad input came from; every part is optional."""
 
     line: int | None = None
+    index: int | None = None
     offset: int | None = None
     conversation_id: str | None = None
     source: str | None = None
@@ -42,8 +43,12 @@ class Location:
             parts.append(self.source)
         if self.line is not None:
             parts.append(f"line {self.line}")
+        if self.index is not None:
+            parts.append(f"event #{self.index}")
         if self.topic is not None:
-            parts.append(f"topic {self.topic!r} partition {self.partition} offset {self.kafka_offset}")
+            parts.append(
+                f"topic {self.topic!r} partition {self.partition} offset {self.kafka_offset}"
+            )
         if self.offset is not None:
             parts.append(f"byte {self.offset}")
         if self.conversation_id is not None:

@@ -17,6 +17,7 @@ Rules of this module:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, ClassVar, TypeAlias
@@ -124,7 +125,7 @@ class UserUttered(_Base):
 
     @property
     def featurized_by_text(self) -> bool | None:
-        """Rasa's initial ``use_text_for_featurization`` (a later ``user_featurization`` may set it)."""
+        """Rasa's initial ``use_text_for_featurization`` (``user_featurization`` may change it)."""
         if self.text and not self.intent_name:
             return True
         if self.intent_name and not self.text:
@@ -375,3 +376,97 @@ def stamped(event: Event, now: float) -> Event:
     if event.timestamp:
         return event
     return replace(event, timestamp=now)
+
+
+# -- fast construction for the decoder ---------------------------------------------------------
+#
+# A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``, which costs
+# more than parsing the JSON. The decoder, which has already checked every value, builds the
+# frequent event types through their slot descriptors instead: same objects, same equality.
+
+
+Setter = Callable[[Any, Any], None]
+
+
+def _setters(cls: type[Any], *names: str) -> tuple[Setter, ...]:
+    """The slot descriptors' ``__set__`` of ``cls`` for ``names`` (they skip the frozen guard)."""
+    return tuple(getattr(cls, name).__set__ for name in ("timestamp", "metadata", *names))
+
+
+_USER = _setters(
+    UserUttered, "text", "intent", "entities", "parse_data", "input_channel", "message_id"
+)
+_ACTION = _setters(
+    ActionExecuted, "action_name", "policy", "confidence", "action_text", "hide_rule_turn"
+)
+_SMALL: dict[type[Any], tuple[Setter, ...]] = {
+    SlotSet: _setters(SlotSet, "key", "value"),
+    BotUttered: _setters(BotUttered, "text", "data"),
+    DefinePrevUserUtteredFeaturization: _setters(
+        DefinePrevUserUtteredFeaturization, "use_text_for_featurization"
+    ),
+}
+
+
+def build_user(
+    timestamp: float,
+    metadata: JSONDict,
+    text: str | None,
+    intent: JSONDict,
+    entities: list[JSONDict],
+    parse_data: JSONDict,
+    input_channel: str | None,
+    message_id: str | None,
+    *,
+    _new: Any = object.__new__,
+    _set: tuple[Setter, ...] = _USER,
+) -> UserUttered:
+    """A ``UserUttered`` from checked values (``parse_data`` already complete)."""
+    event: UserUttered = _new(UserUttered)
+    _set[0](event, timestamp)
+    _set[1](event, metadata)
+    _set[2](event, text)
+    _set[3](event, intent)
+    _set[4](event, entities)
+    _set[5](event, parse_data)
+    _set[6](event, input_channel)
+    _set[7](event, message_id)
+    return event
+
+
+def build_action(
+    timestamp: float,
+    metadata: JSONDict,
+    action_name: str | None,
+    policy: str | None,
+    confidence: float | None,
+    action_text: str | None,
+    hide_rule_turn: bool,
+    *,
+    _new: Any = object.__new__,
+    _set: tuple[Setter, ...] = _ACTION,
+) -> ActionExecuted:
+    """An ``ActionExecuted`` from checked values (a name or a text is present)."""
+    event: ActionExecuted = _new(ActionExecuted)
+    _set[0](event, timestamp)
+    _set[1](event, metadata)
+    _set[2](event, action_name)
+    _set[3](event, policy)
+    _set[4](event, confidence)
+    _set[5](event, action_text)
+    _set[6](event, hide_rule_turn)
+    return event
+
+
+def build_small(
+    cls: type[Any], timestamp: float, metadata: JSONDict, first: Any, second: Any = None
+) -> Any:
+    """A ``SlotSet``, ``BotUttered`` or ``DefinePrevUserUtteredFeaturization``, values checked."""
+    event = object.__new__(cls)
+    setters = _SMALL[cls]
+    setters[0](event, timestamp)
+    setters[1](event, metadata)
+    setters[2](event, first)
+    if len(setters) > 3:
+        setters[3](event, second)
+    return event

@@ -24,15 +24,15 @@ from events.model import (
     Event,
     Restarted,
     SessionStarted,
-    UserUttered,
     UserUtteranceReverted,
+    UserUttered,
 )
 
 Lookup = Callable[[int], Event]
 
 
 def undo_till_previous(kind: type[Event], acc: list[int], at: Lookup) -> None:
-    """Pop from the end of ``acc`` up to and including the last event of ``kind`` (or everything)."""
+    """Pop from the end of ``acc`` up to and including the last ``kind`` event (or all)."""
     while acc:
         if type(at(acc.pop())) is kind:
             return

@@ -52,7 +52,9 @@ class Domain:
         for name, spec in raw_slots.items():
             slots[str(name)] = _slot_definition(str(name), spec)
         forms = _form_names(data.get("forms"))
-        slots.setdefault(SESSION_STARTED_METADATA_SLOT, SlotDefinition(SESSION_STARTED_METADATA_SLOT))
+        slots.setdefault(
+            SESSION_STARTED_METADATA_SLOT, SlotDefinition(SESSION_STARTED_METADATA_SLOT)
+        )
         if forms:
             slots.setdefault(REQUESTED_SLOT, SlotDefinition(REQUESTED_SLOT, "any"))
         return cls(slots=slots, forms=forms)
@@ -87,4 +89,6 @@ def _form_names(forms: Any) -> tuple[str, ...]:
         return tuple(str(name) for name in forms)
     if isinstance(forms, list):
         return tuple(str(name) for name in forms)
-    raise InvalidField("domain 'forms' must be a mapping or a list", expected="object", got=show(forms))
+    raise InvalidField(
+        "domain 'forms' must be a mapping or a list", expected="object", got=show(forms)
+    )

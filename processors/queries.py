@@ -111,7 +111,7 @@ class TrackerQueries:
     @property
     def active_loop(self) -> dict[str, Any] | None:
         loop = self._head.loop
-        return None if loop is None else loop._asdict()
+        return None if loop is None else self._folder.loop_dict(loop)
 
     @property
     def active_loop_name(self) -> str | None:
@@ -213,7 +213,6 @@ class TrackerQueries:
         head, listed = self._head, self._events_for(verbosity)
         latest = dict(head.message.parse_data)
         latest["entities"] = self._folder.live_entities(head.message)
-        loop = head.loop
         return {
             "sender_id": self.sender_id,
             "slots": self.current_slot_values(),
@@ -221,19 +220,31 @@ class TrackerQueries:
             "latest_event_time": self._events[-1].timestamp if self._events else None,
             "followup_action": head.followup,
             "paused": head.paused,
-            "events": None if listed is None else [encode_event(e) for e in listed],
+            "events": None if listed is None else [self._encode(e) for e in listed],
             "latest_input_channel": self.get_latest_input_channel(),
-            "active_loop": {} if loop is None else loop._asdict(),
+            "active_loop": self._folder.loop_dict(head.loop),
             "latest_action": dict(head.action),
             "latest_action_name": head.action_name,
         }
 
-    def user_view(self, event: UserUttered) -> UserView:
-        """The live view of a logged user event: merged entities and featurization flag."""
+    def _encode(self, event: Event) -> dict[str, Any]:
+        """``encode_event`` with Rasa's live view of a user event's parse (see ``parse_data``)."""
+        encoded = encode_event(event)
+        if isinstance(event, UserUttered):
+            encoded["parse_data"] = self._folder.parse_data(event)
+        return encoded
+
+    def user_view(self, index: int) -> UserView:
+        """The live view of the user event at ``events[index]``: its entities merged with later
+        ``entities`` events, and its featurization flag after ``user_featurization`` events."""
+        event = self._events[index]
+        if not isinstance(event, UserUttered):
+            raise TypeError(f"events[{index}] is a {event.TAG!r} event, not a 'user' event")
         folder = self._folder
         return UserView(folder.live_entities(event), folder.featurized_by_text(event))
 
     def as_dialogue(self) -> Dialogue:
+        """The id and all events (user events as logged; merged entities are tracker state)."""
         return Dialogue(self.sender_id, list(self._events))
 
     def as_story(self, include_source: bool = False) -> Story:
@@ -243,17 +254,20 @@ class TrackerQueries:
             name = f"{self.sender_id} ({self.sender_source})"
         events = list(self._events)
         views = {
-            index: self.user_view(event)
+            index: self.user_view(index)
             for index, event in enumerate(events)
             if isinstance(event, UserUttered)
         }
         return Story(name, events, views)
 
     def export_stories(
-        self, *, e2e: bool = False, include_source: bool = False, should_append_stories: bool = False
+        self,
+        *,
+        e2e: bool = False,
+        include_source: bool = False,
+        should_append_stories: bool = False,
     ) -> str:
         """The conversation as YAML stories (``e2e`` writes test stories with user text)."""
         return yaml_stories(
             [self.as_story(include_source)], header=not should_append_stories, test_stories=e2e
         )
-

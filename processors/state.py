@@ -9,13 +9,12 @@ Rules of this module:
   per-type functions. Reverts and the applied list are the tracker's business, not this module's.
 * Rasa mutates user-event objects after the fact (``entities`` adds entities to the latest
   message, ``user_featurization`` sets its featurization flag) and those mutations outlive reverts.
-  ``Folder.mutations`` records them per event object, so every view of the event sees them.
+  ``Folder`` records them per event object, so every view of the event sees them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from events.model import (
@@ -44,12 +43,24 @@ SHOULD_NOT_BE_SET = "should_not_be_set"
 
 
 class LoopState(NamedTuple):
-    """The active loop: Rasa's ``TrackerActiveLoop``."""
+    """The active loop: Rasa's ``TrackerActiveLoop`` (the trigger kept as the message itself,
+    whose parse Rasa shows live: see ``Folder.parse_data``)."""
 
     name: str
     is_interrupted: bool
     rejected: bool
-    trigger_message: JSONDict
+    trigger: UserUttered
+
+
+Frozen = tuple[
+    dict[str, Any],
+    bool,
+    "str | None",
+    "dict[str, str | None]",
+    UserUttered,
+    BotUttered,
+    "LoopState | None",
+]
 
 
 class Head:
@@ -67,14 +78,32 @@ class Head:
         self.bot = BotUttered()
         self.loop: LoopState | None = None
 
-    def snapshot(self) -> Head:
-        """An independent copy; the slot dict becomes shared copy-on-write."""
-        copy = Head.__new__(Head)
-        copy.slots, copy.owned, copy.paused = self.slots, False, self.paused
-        copy.followup, copy.action, copy.message = self.followup, self.action, self.message
-        copy.bot, copy.loop = self.bot, self.loop
+    def freeze(self) -> Frozen:
+        """An immutable copy of this state; the slot dict becomes shared copy-on-write."""
         self.owned = False
-        return copy
+        return (
+            self.slots,
+            self.paused,
+            self.followup,
+            self.action,
+            self.message,
+            self.bot,
+            self.loop,
+        )
+
+    @classmethod
+    def thaw(cls, frozen: Frozen) -> Head:
+        """A mutable head with a frozen state (its slot dict still shared copy-on-write)."""
+        head = cls.__new__(cls)
+        head.slots, head.paused, head.followup, head.action = (
+            frozen[0],
+            frozen[1],
+            frozen[2],
+            frozen[3],
+        )
+        head.message, head.bot, head.loop = frozen[4], frozen[5], frozen[6]
+        head.owned = False
+        return head
 
     @property
     def action_name(self) -> str | None:
@@ -106,31 +135,24 @@ class Head:
         return all(mine.get(k, missing) is theirs.get(k, missing) for k in keys)
 
 
-@dataclass(slots=True)
-class Mutation:
-    """What Rasa changed on one user-event object after it was logged."""
-
-    event: UserUttered
-    entities: list[JSONDict]
-    use_text_for_featurization: bool | None
-
-
 Apply = Callable[["Folder", Head, Any], None]
 
 
 class Folder:
     """Applies events to heads for one conversation (knows its slots and event mutations)."""
 
-    __slots__ = ("accepts_any_slot", "mutations", "slot_keys")
+    __slots__ = ("accepts_any_slot", "added_entities", "flags", "slot_keys")
 
     def __init__(self, initial_slots: dict[str, Any] | None) -> None:
         self.accepts_any_slot = initial_slots is None
         self.slot_keys: dict[str, Any] = dict(initial_slots or {})
-        self.mutations: dict[int, Mutation] = {}
+        # id(user event) -> (the event, kept alive so the id stays unique; its mutated value)
+        self.added_entities: dict[int, tuple[UserUttered, list[JSONDict]]] = {}
+        self.flags: dict[int, tuple[UserUttered, bool | None]] = {}
 
     def apply(self, head: Head, event: Event) -> None:
         """Rasa's ``event.apply_to(tracker)`` on ``head``."""
-        handler = _HANDLERS.get(type(event))
+        handler = HANDLERS.get(type(event))
         if handler is not None:
             handler(self, head, event)
 
@@ -144,20 +166,47 @@ class Folder:
         values = head.slots
         return {key: values.get(key, initial) for key, initial in self.slot_keys.items()}
 
-    def mutation(self, message: UserUttered) -> Mutation:
-        found = self.mutations.get(id(message))
-        if found is None:
-            found = Mutation(message, list(message.entities), message.featurized_by_text)
-            self.mutations[id(message)] = found
-        return found
+    def mutated(self, message: UserUttered) -> bool:
+        key = id(message)
+        return key in self.added_entities or key in self.flags
 
     def live_entities(self, message: UserUttered) -> list[JSONDict]:
-        found = self.mutations.get(id(message))
-        return message.entities if found is None else found.entities
+        found = self.added_entities.get(id(message))
+        return message.entities if found is None else found[1]
 
     def featurized_by_text(self, message: UserUttered) -> bool | None:
-        found = self.mutations.get(id(message))
-        return message.featurized_by_text if found is None else found.use_text_for_featurization
+        found = self.flags.get(id(message))
+        return message.featurized_by_text if found is None else found[1]
+
+    def parse_data(self, message: UserUttered) -> JSONDict:
+        """The message's parse as Rasa shows it now.
+
+        A user event read from JSON with a non-empty entity list shares that list with its
+        ``parse_data`` (Rasa passes ``parse_data["entities"]`` as the event's entities and the
+        overlay puts the same list back), so entities merged into the message show in its
+        parse as well; an event without entities gets a fresh list and its parse is unchanged.
+        """
+        found = self.added_entities.get(id(message))
+        parse = message.parse_data
+        if found is None or not message.entities or parse.get("entities") is not message.entities:
+            return parse
+        return {**parse, "entities": found[1]}
+
+    def loop_dict(self, loop: LoopState | None) -> JSONDict:
+        """Rasa's ``dataclasses.asdict(tracker.active_loop)``, or ``{}`` without a loop."""
+        if loop is None:
+            return {}
+        return {
+            "name": loop.name,
+            "is_interrupted": loop.is_interrupted,
+            "rejected": loop.rejected,
+            "trigger_message": self.parse_data(loop.trigger),
+        }
+
+    def share_mutations(self, other: Folder) -> None:
+        """Let ``other`` see this conversation's event mutations (they live on shared events)."""
+        other.added_entities = dict(self.added_entities)
+        other.flags = dict(self.flags)
 
     def set_slot(self, head: Head, key: str, value: Any) -> None:
         if key not in self.slot_keys:
@@ -176,13 +225,18 @@ def _user(folder: Folder, head: Head, event: UserUttered) -> None:
 
 def _featurization(folder: Folder, head: Head, event: DefinePrevUserUtteredFeaturization) -> None:
     if head.action_name == ACTION_LISTEN:
-        folder.mutation(head.message).use_text_for_featurization = event.use_text_for_featurization
+        message = head.message
+        folder.flags[id(message)] = (message, event.use_text_for_featurization)
 
 
 def _entities(folder: Folder, head: Head, event: EntitiesAdded) -> None:
     if head.action_name != ACTION_LISTEN:
         return
-    live = folder.mutation(head.message).entities
+    message = head.message
+    found = folder.added_entities.get(id(message))
+    if found is None:
+        found = folder.added_entities[id(message)] = (message, list(message.entities))
+    live = found[1]
     for entity in event.entities:
         if entity not in live:
             live.append(entity)
@@ -195,13 +249,15 @@ def _bot(folder: Folder, head: Head, event: BotUttered) -> None:
 def _action(folder: Folder, head: Head, event: ActionExecuted) -> None:
     name = event.action_name
     head.action = {"action_name": name} if name else {"action_text": event.action_text}
-    loop_name = head.loop_name
-    if loop_name:
-        loop = head.loop
-        assert loop is not None
-        rejected = False if name == loop_name else loop.rejected
-        if loop.is_interrupted or rejected != loop.rejected:
-            head.loop = loop._replace(is_interrupted=False, rejected=rejected)
+    loop = head.loop
+    if loop is not None:
+        loop_name = head.loop_name
+        # Rasa: a loop name resets the interruption; the loop's own action (compared with the
+        # loop name, which is None for the training sentinel) resets the rejection.
+        interrupted = False if loop_name else loop.is_interrupted
+        rejected = False if (name or None) == loop_name else loop.rejected
+        if interrupted != loop.is_interrupted or rejected != loop.rejected:
+            head.loop = loop._replace(is_interrupted=interrupted, rejected=rejected)
     head.followup = None
 
 
@@ -238,7 +294,7 @@ def _active_loop(folder: Folder, head: Head, event: ActiveLoop) -> None:
     if event.name is None:
         head.loop = None
     else:
-        head.loop = LoopState(event.name, False, False, head.message.parse_data)
+        head.loop = LoopState(event.name, False, False, head.message)
 
 
 def _interrupted(folder: Folder, head: Head, event: LoopInterrupted) -> None:
@@ -247,12 +303,11 @@ def _interrupted(folder: Folder, head: Head, event: LoopInterrupted) -> None:
 
 
 def _rejected(folder: Folder, head: Head, event: ActionExecutionRejected) -> None:
-    loop_name = head.loop_name
-    if loop_name and event.action_name == loop_name and head.loop is not None:
+    if head.loop is not None and event.action_name == head.loop_name:
         head.loop = head.loop._replace(rejected=True)
 
 
-_HANDLERS: dict[type[Any], Apply] = {
+HANDLERS: dict[type[Any], Apply] = {
     UserUttered: _user,
     DefinePrevUserUtteredFeaturization: _featurization,
     EntitiesAdded: _entities,

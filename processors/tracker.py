@@ -20,19 +20,22 @@ How it stays O(1) per event while following Rasa exactly:
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, MutableSequence
+from collections.abc import Callable, Iterable, Mapping, MutableSequence
 from typing import Any
 
+from events.errors import EventError
 from events.model import (
+    EVENT_TYPES,
     ActionExecuted,
     ActionReverted,
     ActiveLoop,
     Event,
     Restarted,
     SessionStarted,
-    UserUttered,
     UserUtteranceReverted,
+    UserUttered,
 )
+from events.wire import decode_event
 from processors.applied import (
     compute_applied,
     first_run_or_unhappy,
@@ -42,7 +45,7 @@ from processors.applied import (
 )
 from processors.domain import Domain
 from processors.queries import Dialogue, TrackerQueries
-from processors.state import Folder, Head
+from processors.state import HANDLERS, Folder, Frozen, Head
 
 MAX_SNAPSHOTS = 64
 
@@ -69,7 +72,7 @@ class DialogueStateTracker(TrackerQueries):
         )
         self._count = 0
         self._acc: list[int] = []
-        self._snaps: list[tuple[int, Head]] = []
+        self._snaps: list[tuple[int, Frozen]] = []
         self._synced = True
         self._loops: set[str] = set()
         self._segment_start = 0
@@ -83,29 +86,10 @@ class DialogueStateTracker(TrackerQueries):
         seq = self._count
         self._count = seq + 1
         self._events.append(event)
-        kind = type(event)
-        if kind is UserUttered:
-            self._last_user = seq
-        elif kind is Restarted:
-            self._last_restart = seq
-        if self.max_event_history is not None:
-            self._update_windowed(event)
-        elif kind is ActionExecuted:
-            self._update_action(event, seq)  # type: ignore[arg-type]
-        elif kind is ActionReverted or kind is UserUtteranceReverted:
-            revert(event, self._acc, self._events.__getitem__)
-            self._restore(len(self._acc))
-        elif kind is Restarted or kind is SessionStarted:
-            self._acc.clear()
-            self._snaps.clear()
-            self._segment_start = seq + 1
-            self._folder.apply(self._head, event)
-            self._synced = kind is SessionStarted
+        if self.max_event_history is None:
+            _OPERATIONS[type(event)](self, event, seq)
         else:
-            self._acc.append(seq)
-            self._folder.apply(self._head, event)
-            if kind is ActiveLoop and event.name and event.name not in self._loops:  # type: ignore[union-attr]
-                self._new_loop(event.name)  # type: ignore[union-attr]
+            self._update_windowed(event, seq)
 
     def update_with_events(self, events: Iterable[Event]) -> None:
         """Update with each event in order (timestamps are kept: stamping is the caller's job)."""
@@ -115,34 +99,57 @@ class DialogueStateTracker(TrackerQueries):
     def _update_action(self, event: ActionExecuted, seq: int) -> None:
         acc, at = self._acc, self._events.__getitem__
         name = event.action_name
-        if name in self._loops and not first_run_or_unhappy(name, acc, at):  # type: ignore[arg-type]
-            kept = prune_loop_tail(name, acc, at)  # type: ignore[arg-type]
+        if name in self._loops and not first_run_or_unhappy(name, acc, at):
+            kept = prune_loop_tail(name, acc, at)
             self._drop_snapshots_after(kept + 1)
             self._synced = False
-            self._folder.apply(self._head, event)
+            _apply_action(self._folder, self._head, event)
             return
         position = len(acc)
-        snap = self._head.snapshot() if self._synced else self._replay(position)
-        self._snaps.append((position, snap))
-        if len(self._snaps) > MAX_SNAPSHOTS:
-            del self._snaps[: MAX_SNAPSHOTS // 4]
+        snap = self._head.freeze() if self._synced else self._replay(position).freeze()
+        snaps = self._snaps
+        snaps.append((position, snap))
+        if len(snaps) > MAX_SNAPSHOTS:
+            del snaps[: MAX_SNAPSHOTS // 4]
         acc.append(seq)
-        self._folder.apply(self._head, event)
+        _apply_action(self._folder, self._head, event)
         if not self._synced:
-            probe = snap.snapshot()
-            self._folder.apply(probe, event)
+            probe = Head.thaw(snap)
+            _apply_action(self._folder, probe, event)
             self._synced = probe.same_as(self._head)
+
+    def _update_revert(self, event: Event, seq: int) -> None:
+        revert(event, self._acc, self._events.__getitem__)
+        self._restore(len(self._acc))
+
+    def _update_reset(self, event: Event, seq: int) -> None:
+        self._acc.clear()
+        self._snaps.clear()
+        self._segment_start = seq + 1
+        self._folder.apply(self._head, event)
+        if type(event) is Restarted:
+            self._last_restart = seq
+            self._synced = False  # the restart's pending action_session_start is not replayed
+        else:
+            self._synced = True
+
+    def _update_loop(self, event: ActiveLoop, seq: int) -> None:
+        self._acc.append(seq)
+        self._folder.apply(self._head, event)
+        name = event.name
+        if name and name not in self._loops:
+            self._new_loop(name)
 
     def _new_loop(self, name: str) -> None:
         """A loop name seen for the first time can make earlier executions prunable (Rasa looks
         at the loop names of all events); recompute the segment's applied list if it can."""
         self._loops.add(name)
         at = self._events.__getitem__
-        runs = sum(
-            1
-            for seq in range(self._segment_start, self._count)
-            if type(at(seq)) is ActionExecuted and at(seq).action_name == name  # type: ignore[union-attr]
-        )
+        runs = 0
+        for seq in range(self._segment_start, self._count):
+            event = at(seq)
+            if isinstance(event, ActionExecuted) and event.action_name == name:
+                runs += 1
         if runs >= 2:
             self._acc = compute_applied(range(self._segment_start, self._count), at, self._loops)
             self._snaps.clear()
@@ -153,7 +160,7 @@ class DialogueStateTracker(TrackerQueries):
         start, head = 0, None
         for snap_position, snap in reversed(self._snaps):
             if snap_position <= position and not self._tainted(snap):
-                start, head = snap_position, snap.snapshot()
+                start, head = snap_position, Head.thaw(snap)
                 break
         if head is None:
             head = Head()
@@ -163,11 +170,11 @@ class DialogueStateTracker(TrackerQueries):
             self._folder.apply(head, at(seq))
         return head
 
-    def _tainted(self, snap: Head) -> bool:
+    def _tainted(self, snap: Frozen) -> bool:
         """A snapshot whose latest message is a reset's empty message that events mutated:
         Rasa's replay would start from a new empty message, so replay from further back."""
-        message = snap.message
-        return id(message) in self._folder.mutations and not message.text and not message.intent
+        message = snap[4]
+        return self._folder.mutated(message) and not message.text and not message.intent
 
     def _restore(self, position: int) -> None:
         self._drop_snapshots_after(position)
@@ -179,8 +186,12 @@ class DialogueStateTracker(TrackerQueries):
         while snaps and snaps[-1][0] > position:
             snaps.pop()
 
-    def _update_windowed(self, event: Event) -> None:
+    def _update_windowed(self, event: Event, seq: int) -> None:
         kind = type(event)
+        if kind is UserUttered:
+            self._last_user = seq
+        elif kind is Restarted:
+            self._last_restart = seq
         if kind is ActionReverted or kind is UserUtteranceReverted:
             self._head = self._replayed_window()
         else:
@@ -220,7 +231,7 @@ class DialogueStateTracker(TrackerQueries):
         )
         copy._folder = Folder(dict(self._folder.slot_keys))
         copy._folder.accepts_any_slot = False
-        copy._folder.mutations = dict(self._folder.mutations)
+        self._folder.share_mutations(copy._folder)
         return copy
 
     def travel_back_in_time(self, target_time: float) -> DialogueStateTracker:
@@ -282,6 +293,25 @@ class DialogueStateTracker(TrackerQueries):
         tracker.update_with_events(events)
         return tracker
 
+    @classmethod
+    def from_dict(
+        cls,
+        sender_id: str,
+        events_as_dict: Iterable[Mapping[str, Any]],
+        domain: Domain | None = None,
+        *,
+        max_event_history: int | None = None,
+        now: float | None = None,
+    ) -> DialogueStateTracker:
+        """A tracker from serialised events; a bad one raises ``EventError`` naming its index."""
+        events: list[Event] = []
+        for index, data in enumerate(events_as_dict):
+            try:
+                events.append(decode_event(data, now=now))
+            except EventError as error:
+                raise error.at(conversation_id=sender_id, index=index) from None
+        return cls.from_events(sender_id, events, domain, max_event_history=max_event_history)
+
 
 def apply(tracker: DialogueStateTracker, event: Event) -> DialogueStateTracker:
     """Fold one event into ``tracker`` (updated in place) and return it."""
@@ -302,3 +332,45 @@ def fold(
     for event in events:
         tracker.update(event)
     return tracker
+
+
+_Operation = Callable[[DialogueStateTracker, Any, int], None]
+_apply_action = HANDLERS[ActionExecuted]
+
+
+def _plain(handler: Callable[[Folder, Head, Any], None] | None) -> _Operation:
+    """The operation for events that are simply appended to the applied list and applied."""
+    if handler is None:
+
+        def append(tracker: DialogueStateTracker, event: Event, seq: int) -> None:
+            tracker._acc.append(seq)
+
+        return append
+
+    def append_and_apply(tracker: DialogueStateTracker, event: Event, seq: int) -> None:
+        tracker._acc.append(seq)
+        handler(tracker._folder, tracker._head, event)
+
+    return append_and_apply
+
+
+def _user(tracker: DialogueStateTracker, event: UserUttered, seq: int) -> None:
+    tracker._acc.append(seq)
+    tracker._last_user = seq
+    head = tracker._head
+    head.message = event
+    head.followup = None
+
+
+_OPERATIONS: dict[type[Any], _Operation] = {cls: _plain(HANDLERS.get(cls)) for cls in EVENT_TYPES}
+_OPERATIONS.update(
+    {
+        UserUttered: _user,
+        ActionExecuted: DialogueStateTracker._update_action,
+        ActionReverted: DialogueStateTracker._update_revert,
+        UserUtteranceReverted: DialogueStateTracker._update_revert,
+        Restarted: DialogueStateTracker._update_reset,
+        SessionStarted: DialogueStateTracker._update_reset,
+        ActiveLoop: DialogueStateTracker._update_loop,
+    }
+)

@@ -9,8 +9,24 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 IO_MODULES = {
-    "faust", "mode", "kafka", "aiokafka", "confluent_kafka", "aiohttp", "httpx", "requests",
-    "socket", "time", "random", "asyncio", "logging", "subprocess", "os", "sys", "io", "pathlib",
+    "faust",
+    "mode",
+    "kafka",
+    "aiokafka",
+    "confluent_kafka",
+    "aiohttp",
+    "httpx",
+    "requests",
+    "socket",
+    "time",
+    "random",
+    "asyncio",
+    "logging",
+    "subprocess",
+    "os",
+    "sys",
+    "io",
+    "pathlib",
     "yaml",
 }
 ALLOWED = {"events": {"events"}, "processors": {"events", "processors"}}
@@ -35,7 +51,9 @@ def test_pure_packages_import_no_io_and_point_one_way(package: str) -> None:
         roots = imported_roots(path)
         assert not roots & IO_MODULES, f"{path.relative_to(ROOT)} imports IO: {roots & IO_MODULES}"
         inward = roots & project
-        assert inward <= ALLOWED[package], f"{path.relative_to(ROOT)} imports {inward - ALLOWED[package]}"
+        assert inward <= ALLOWED[package], (
+            f"{path.relative_to(ROOT)} imports {inward - ALLOWED[package]}"
+        )
 
 
 def test_the_rule_detects_a_violation(tmp_path: Path) -> None:

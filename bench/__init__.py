@@ -1,0 +1,1 @@
+"""Benchmarks and the realistic event generator they run on (randomness allowed here)."""

@@ -1,0 +1,1 @@
+"""Tests of streams/: the IO shell (CLI, replay, broker)."""
