@@ -25,10 +25,13 @@ from typing import Any
 
 from events.errors import EventError
 from events.model import (
+    ACTION_LISTEN,
     EVENT_TYPES,
     ActionExecuted,
     ActionReverted,
     ActiveLoop,
+    DefinePrevUserUtteredFeaturization,
+    EntitiesAdded,
     Event,
     Restarted,
     SessionStarted,
@@ -73,6 +76,9 @@ class DialogueStateTracker(TrackerQueries):
         self._count = 0
         self._acc: list[int] = []
         self._snaps: list[tuple[int, Frozen]] = []
+        # (applied position, message it set the flag of or None, value) of each applied
+        # user_featurization, for the re-application a revert's replay does; None = unknown
+        self._feats: list[tuple[int, UserUttered | None, bool | None]] | None = []
         self._synced = True
         self._loops: set[str] = set()
         self._segment_start = 0
@@ -102,11 +108,12 @@ class DialogueStateTracker(TrackerQueries):
         if name in self._loops and not first_run_or_unhappy(name, acc, at):
             kept = prune_loop_tail(name, acc, at)
             self._drop_snapshots_after(kept + 1)
+            self._drop_featurizations_from(kept + 1)
             self._synced = False
             _apply_action(self._folder, self._head, event)
             return
         position = len(acc)
-        snap = self._head.freeze() if self._synced else self._replay(position).freeze()
+        snap = self._head.freeze() if self._synced else self._replay(position, False).freeze()
         snaps = self._snaps
         snaps.append((position, snap))
         if len(snaps) > MAX_SNAPSHOTS:
@@ -125,6 +132,7 @@ class DialogueStateTracker(TrackerQueries):
     def _update_reset(self, event: Event, seq: int) -> None:
         self._acc.clear()
         self._snaps.clear()
+        self._feats = []
         self._segment_start = seq + 1
         self._folder.apply(self._head, event)
         if type(event) is Restarted:
@@ -153,22 +161,46 @@ class DialogueStateTracker(TrackerQueries):
         if runs >= 2:
             self._acc = compute_applied(range(self._segment_start, self._count), at, self._loops)
             self._snaps.clear()
+            self._feats = None
             self._synced = False
 
-    def _replay(self, position: int) -> Head:
-        """The state Rasa gets by resetting and replaying ``acc[:position]``."""
+    def _replay(self, position: int, revert: bool) -> Head:
+        """The state Rasa gets by resetting and replaying ``acc[:position]``.
+
+        A revert's replay also re-applies the applied ``user_featurization`` events to their
+        messages, as Rasa's does (the mutations they make outlive the replay); computing a
+        snapshot must not touch them.
+        """
         start, head = 0, None
-        for snap_position, snap in reversed(self._snaps):
-            if snap_position <= position and not self._tainted(snap):
-                start, head = snap_position, Head.thaw(snap)
-                break
+        if not revert or self._feats is not None:
+            for snap_position, snap in reversed(self._snaps):
+                if snap_position <= position and not self._tainted(snap):
+                    start, head = snap_position, Head.thaw(snap)
+                    break
         if head is None:
             head = Head()
             self._folder.reset(head)
-        at = self._events.__getitem__
+        elif revert:
+            self._reapply_featurizations(start)
+        at, folder = self._events.__getitem__, self._folder
         for seq in self._acc[start:position]:
-            self._folder.apply(head, at(seq))
+            event = at(seq)
+            if revert or type(event) not in _MUTATIONS:
+                folder.apply(head, event)
         return head
+
+    def _reapply_featurizations(self, before: int) -> None:
+        flags = self._folder.flags
+        for position, message, value in self._feats or ():
+            if position >= before:
+                return
+            if message is not None:
+                flags[id(message)] = (message, value)
+
+    def _drop_featurizations_from(self, position: int) -> None:
+        feats = self._feats
+        while feats and feats[-1][0] >= position:
+            feats.pop()
 
     def _tainted(self, snap: Frozen) -> bool:
         """A snapshot whose latest message is a reset's empty message that events mutated:
@@ -178,7 +210,8 @@ class DialogueStateTracker(TrackerQueries):
 
     def _restore(self, position: int) -> None:
         self._drop_snapshots_after(position)
-        self._head = self._replay(position)
+        self._drop_featurizations_from(position)
+        self._head = self._replay(position, True)
         self._synced = True
 
     def _drop_snapshots_after(self, position: int) -> None:
@@ -264,6 +297,7 @@ class DialogueStateTracker(TrackerQueries):
         if self.max_event_history is None:
             self._acc = compute_applied(range(self._count), self._at, self._loops)
         self._snaps.clear()
+        self._feats = None  # unknown: a revert replays the whole segment
         self._head = self._replayed_window()
         self._synced = True
 
@@ -335,6 +369,7 @@ def fold(
 
 
 _Operation = Callable[[DialogueStateTracker, Any, int], None]
+_MUTATIONS = (DefinePrevUserUtteredFeaturization, EntitiesAdded)
 _apply_action = HANDLERS[ActionExecuted]
 
 
@@ -352,6 +387,18 @@ def _plain(handler: Callable[[Folder, Head, Any], None] | None) -> _Operation:
         handler(tracker._folder, tracker._head, event)
 
     return append_and_apply
+
+
+def _featurization(
+    tracker: DialogueStateTracker, event: DefinePrevUserUtteredFeaturization, seq: int
+) -> None:
+    head, feats = tracker._head, tracker._feats
+    target = head.message if head.action_name == ACTION_LISTEN else None
+    if feats is not None:
+        feats.append((len(tracker._acc), target, event.use_text_for_featurization))
+    tracker._acc.append(seq)
+    if target is not None:
+        tracker._folder.flags[id(target)] = (target, event.use_text_for_featurization)
 
 
 def _user(tracker: DialogueStateTracker, event: UserUttered, seq: int) -> None:
@@ -372,5 +419,6 @@ _OPERATIONS.update(
         Restarted: DialogueStateTracker._update_reset,
         SessionStarted: DialogueStateTracker._update_reset,
         ActiveLoop: DialogueStateTracker._update_loop,
+        DefinePrevUserUtteredFeaturization: _featurization,
     }
 )
