@@ -1,0 +1,129 @@
+"""The record-level fold: outcomes, deduplication, dead letters, re-keying and rebuilding."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from events.errors import InvalidField, InvalidJson, MissingField
+from processors import EventVerbosity
+from processors.stream import Inbound, StreamFolder, history_key
+
+SAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "samples" / "conversations.jsonl"
+
+
+def records() -> list[Inbound]:
+    out = []
+    for offset, line in enumerate(SAMPLE.read_bytes().splitlines()):
+        key = orjson.loads(line)["sender_id"].encode()
+        out.append(Inbound("t.events", hash(key) % 3, offset, key, line, 1_700_000_000.0))
+    return out
+
+
+def folder() -> StreamFolder:
+    return StreamFolder({}, {})
+
+
+def test_every_sample_record_is_folded_and_equals_an_offline_fold() -> None:
+    from events.wire import decode_record
+    from processors import DialogueStateTracker
+
+    stream = folder()
+    kinds = [stream.process(r).kind for r in records()]
+    assert set(kinds) == {"folded"}
+    offline: dict[str, DialogueStateTracker] = {}
+    for r in records():
+        assert r.value is not None
+        rec = decode_record(r.value, now=r.timestamp)
+        offline.setdefault(rec.sender_id, DialogueStateTracker(rec.sender_id)).update(rec.event)
+    for conversation_id, tracker in offline.items():
+        assert stream.heads[conversation_id]["state"] == tracker.current_state()
+        assert stream.heads[conversation_id]["count"] == len(tracker.events)
+
+
+def test_a_redelivered_record_is_skipped_and_changes_nothing() -> None:
+    stream = folder()
+    first = records()[:50]
+    for r in first:
+        stream.process(r)
+    before = {k: dict(v) for k, v in stream.heads.items()}
+    assert {stream.process(r).kind for r in first} == {"skipped"}
+    assert stream.heads == before
+
+
+def test_a_tracker_rebuilt_from_history_continues_exactly() -> None:
+    all_records = records()
+    continuous, restarted = folder(), folder()
+    for r in all_records[:1000]:
+        continuous.process(r)
+        restarted.process(r)
+    restarted.forget()  # a new worker: nothing cached, state only in the stores
+    for r in all_records[1000:]:
+        continuous.process(r)
+        restarted.process(r)
+    assert restarted.heads == continuous.heads
+    some = next(iter(continuous.heads))
+    all_state = EventVerbosity.ALL
+    assert restarted.tracker(some).current_state(all_state) == continuous.tracker(
+        some
+    ).current_state(all_state)
+
+
+def test_forgetting_partitions_drops_only_their_trackers() -> None:
+    stream = StreamFolder({}, {}, cache_size=2)
+    for conversation, partition in (("a", 0), ("b", 1), ("c", 1)):
+        line = orjson.dumps({"sender_id": conversation, "event": "pause", "timestamp": 1.0})
+        stream.process(Inbound("t", partition, 0, conversation.encode(), line, 1.0))
+    assert list(stream._cache) == ["b", "c"]  # the least recently used went first
+    stream.forget({1})
+    assert not stream._cache
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "error", "words"),
+    [
+        (b"c1", b"{not json", InvalidJson, "line 1"),
+        (b"c1", None, InvalidField, "tombstone"),
+        (b"\xff\xfe", b'{"event": "pause"}', InvalidField, "not UTF-8"),
+        (None, b'{"event": "pause"}', MissingField, "sender_id"),
+        (b"c1", b'{"event": "teleport", "sender_id": "c1"}', Exception, "teleport"),
+    ],
+)
+def test_bad_records_are_dead_with_a_located_reason(
+    key: bytes | None, value: bytes | None, error: type[Exception], words: str
+) -> None:
+    outcome = folder().process(Inbound("t.events", 2, 41, key, value, 1.0))
+    assert outcome.kind == "dead"
+    assert isinstance(outcome.error, error)
+    assert words in str(outcome.error)
+    assert "topic 't.events' partition 2 offset 41" in str(outcome.error)
+
+
+def test_a_keyless_record_is_rekeyed_by_its_sender_id_and_not_folded() -> None:
+    stream = folder()
+    line = b'{"sender_id": "c9", "event": "pause", "timestamp": 1.0}'
+    outcome = stream.process(Inbound("t.events", 0, 7, None, line, 1.0))
+    assert (outcome.kind, outcome.conversation_id) == ("rekeyed", "c9")
+    assert not stream.heads and not stream.history
+
+
+def test_history_keys_sort_by_conversation_then_sequence() -> None:
+    keys = [history_key("a", 10), history_key("a", 9), history_key("b", 0)]
+    assert sorted(keys) == [history_key("a", 9), history_key("a", 10), history_key("b", 0)]
+
+
+def test_signals_come_out_with_their_source() -> None:
+    stream = folder()
+    line = b'{"sender_id": "c1", "event": "followup", "name": "utter_x", "timestamp": 3.0}'
+    outcome = stream.process(Inbound("t.events", 1, 5, b"c1", line, 1.0))
+    assert [s.as_dict() for s in outcome.signals] == [
+        {
+            "signal": "followup_action",
+            "conversation_id": "c1",
+            "timestamp": 3.0,
+            "source": {"topic": "t.events", "partition": 1, "offset": 5},
+            "action": "utter_x",
+        }
+    ]
