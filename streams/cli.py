@@ -20,6 +20,7 @@ from __future__ import annotations
 import click
 
 from streams.broker_cli import broker
+from streams.publish_cli import publish
 from streams.replay_cli import replay
 
 
@@ -41,6 +42,7 @@ def main() -> None:
 
 main.add_command(replay)
 main.add_command(broker)
+main.add_command(publish)
 
 if __name__ == "__main__":
     main()

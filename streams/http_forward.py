@@ -1,0 +1,107 @@
+"""Routing a conversation's request to the worker that owns it, and relaying the answer.
+
+Rules of this module:
+
+* A conversation lives on one partition, and one worker owns each partition. When the
+  ``ConversationService`` names another worker as the owner, the request is sent there
+  unchanged — method, path and query as received (still percent-encoded), body, and the
+  ``Authorization``, ``Content-Type`` and ``Accept`` headers — plus ``X-Trackerflow-Routed-From``
+  naming this worker. The owner's status, body and ``Content-Type`` come back as they are, with
+  ``X-Trackerflow-Routed-To`` naming the owner.
+* One hop at most: a request that already carries ``X-Trackerflow-Routed-From`` and is still not
+  ours is refused with 503 (the workers disagree about who owns the partition, which happens
+  briefly during a rebalance), never forwarded again.
+* The owner cannot be reached -> 502 ``BadGateway``; it does not answer within the timeout ->
+  504 ``GatewayTimeout``. One ``aiohttp.ClientSession`` per application, opened on startup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Final
+
+import aiohttp
+from aiohttp import web
+from yarl import URL
+
+from streams.http_errors import ApiError
+
+ROUTED_FROM: Final = "X-Trackerflow-Routed-From"
+ROUTED_TO: Final = "X-Trackerflow-Routed-To"
+FORWARDED_HEADERS: Final = ("Authorization", "Content-Type", "Accept")
+RELAYED_HEADERS: Final = ("Content-Type", "Retry-After", "Allow")
+
+
+class Forwarder:
+    """Sends requests on to the owning worker (see the module rules)."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def session_context(self, app: web.Application) -> AsyncIterator[None]:
+        """An ``aiohttp`` cleanup context: the client session lives as long as the app."""
+        self._session = aiohttp.ClientSession(timeout=self.timeout)
+        try:
+            yield
+        finally:
+            await self._session.close()
+            self._session = None
+
+    async def forward(
+        self, request: web.Request, owner: str, body: bytes, conversation_id: str
+    ) -> web.Response:
+        """The owner's answer to ``request`` (or an ``ApiError`` 502/503/504)."""
+        routed_from = request.headers.get(ROUTED_FROM)
+        if routed_from is not None:
+            raise ApiError(
+                503,
+                "RoutingLoop",
+                f"conversation {conversation_id!r} was routed here from {routed_from}, but this "
+                f"worker says {owner} owns it: the workers disagree about who owns its partition "
+                "(a rebalance is probably under way); retry shortly",
+                {"routed_from": routed_from, "owner": owner},
+                headers={"Retry-After": "1"},
+            )
+        if self._session is None:
+            raise RuntimeError("the application is not started: no client session to forward")
+        try:
+            url = URL(owner.rstrip("/") + request.raw_path, encoded=True)
+        except ValueError as error:
+            raise _unreachable(conversation_id, owner, f"bad owner URL: {error}") from None
+        headers = {
+            name: request.headers[name] for name in FORWARDED_HEADERS if name in request.headers
+        }
+        headers[ROUTED_FROM] = f"{request.scheme}://{request.host}"
+        try:
+            async with self._session.request(
+                request.method, url, data=body or None, headers=headers, allow_redirects=False
+            ) as upstream:
+                payload = await upstream.read()
+                relayed = {
+                    name: upstream.headers[name]
+                    for name in RELAYED_HEADERS
+                    if name in upstream.headers
+                }
+                status = upstream.status
+        except TimeoutError:
+            raise ApiError(
+                504,
+                "GatewayTimeout",
+                f"the worker that owns conversation {conversation_id!r} ({owner}) did not answer "
+                f"within {self.timeout.total} s",
+                {"owner": owner},
+            ) from None
+        except (aiohttp.ClientError, OSError) as error:
+            raise _unreachable(conversation_id, owner, str(error) or type(error).__name__) from None
+        relayed[ROUTED_TO] = owner
+        return web.Response(status=status, body=payload, headers=relayed)
+
+
+def _unreachable(conversation_id: str, owner: str, why: str) -> ApiError:
+    return ApiError(
+        502,
+        "BadGateway",
+        f"cannot reach the worker that owns conversation {conversation_id!r} ({owner}): {why}",
+        {"owner": owner},
+    )

@@ -1,0 +1,237 @@
+"""The Kafka topics trackerflow uses: their names, their configurations, and creating them.
+
+Rules of this module:
+
+* Names come from the prefix only: ``<prefix>.events`` (the source of truth, key = conversation
+  id), ``<prefix>.signals`` and ``<prefix>.dlq``. faust names the changelog topics of its tables
+  itself; :func:`changelog_config` is the configuration they get (compacted).
+* Configurations: events ``cleanup.policy=delete`` with ``events_retention_ms`` (forever by
+  default: everything else is rebuilt from it); signals ``delete`` with ``signals_retention_ms``
+  (7 days); dlq ``delete`` with ``dlq_retention_ms`` (30 days). Events and dead letters accept
+  records up to ``max_record_bytes`` (dead letters twice that: they carry the original bytes plus
+  a reason); ``min.insync.replicas`` is 2 when there are 3 or more replicas, else 1.
+* :func:`ensure_topics` creates what is missing and leaves existing topics as they are, so it can
+  run at every start. It reports topics with fewer partitions than configured (more partitions
+  cannot be added without moving keys to other partitions, which would break per-conversation
+  order; that is a person's decision).
+* Blocking (kafka-python's admin client): async callers run it in a thread.
+"""
+
+from __future__ import annotations
+
+import socket
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from events import TrackerflowError
+from streams.settings import Settings, kafka_client_config
+
+EVENTS, SIGNALS, DLQ = "events", "signals", "dlq"
+RECORD_OVERHEAD: Final = 64 * 1024  # batch and record headers, key and Kafka headers
+TOPIC_ALREADY_EXISTS: Final = 36  # Kafka error code
+# kafka-python 3.0 loads its protocol schemas with importlib.resources APIs Python 3.11 deprecates.
+_KAFKA_PYTHON_DEPRECATIONS = r"(read_text|open_text) is deprecated"
+
+
+class TopicsError(TrackerflowError):
+    """Topics could not be listed or created; the message says which and why."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """The names of trackerflow's topics."""
+
+    events: str
+    signals: str
+    dlq: str
+
+    @classmethod
+    def for_prefix(cls, prefix: str) -> Topics:
+        return cls(f"{prefix}.{EVENTS}", f"{prefix}.{SIGNALS}", f"{prefix}.{DLQ}")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Topics:
+        return cls.for_prefix(settings.topic_prefix)
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """One topic as it should be created."""
+
+    name: str
+    partitions: int
+    replication_factor: int
+    config: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TopicsReport:
+    """What :func:`ensure_topics` did: topics created, topics already there, and warnings."""
+
+    created: tuple[str, ...] = ()
+    existing: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+def changelog_config() -> dict[str, str]:
+    """The configuration of a table's changelog topic: compacted, the latest value per key."""
+    return {"cleanup.policy": "compact"}
+
+
+def _min_insync(replication_factor: int) -> str:
+    return "2" if replication_factor >= 3 else "1"
+
+
+def topic_specs(settings: Settings, *, events_topic: str | None = None) -> tuple[TopicSpec, ...]:
+    """The events, signals and dead-letter topics of ``settings`` (``events_topic`` replaces
+    the events topic's name, keeping its configuration)."""
+    topics = Topics.from_settings(settings)
+    replicas = settings.replication_factor
+    common = {"cleanup.policy": "delete", "min.insync.replicas": _min_insync(replicas)}
+    record = settings.max_record_bytes + RECORD_OVERHEAD
+    return (
+        TopicSpec(
+            events_topic or topics.events,
+            settings.events_partitions,
+            replicas,
+            {
+                **common,
+                "retention.ms": str(settings.events_retention_ms),
+                "max.message.bytes": str(record),
+            },
+        ),
+        TopicSpec(
+            topics.signals,
+            settings.signals_partitions,
+            replicas,
+            {**common, "retention.ms": str(settings.signals_retention_ms)},
+        ),
+        TopicSpec(
+            topics.dlq,
+            settings.dlq_partitions,
+            replicas,
+            {
+                **common,
+                "retention.ms": str(settings.dlq_retention_ms),
+                "max.message.bytes": str(2 * settings.max_record_bytes + RECORD_OVERHEAD),
+            },
+        ),
+    )
+
+
+def ensure_topics(
+    settings: Settings,
+    specs: Iterable[TopicSpec] | None = None,
+    *,
+    timeout_ms: int = 30_000,
+) -> TopicsReport:
+    """Create the topics of ``specs`` (default: :func:`topic_specs`) that do not exist yet and
+    wait until they have leaders. Existing topics are left alone; one with fewer partitions than
+    its spec is reported in ``warnings``. Raises :class:`TopicsError`."""
+    wanted = list(topic_specs(settings) if specs is None else specs)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", _KAFKA_PYTHON_DEPRECATIONS, DeprecationWarning)
+        from kafka import KafkaAdminClient
+        from kafka.errors import KafkaError
+
+    where = f"Kafka at {settings.bootstrap_servers}"
+    if not any(_accepts_connections(server) for server in settings.bootstrap_list):
+        raise TopicsError(f"cannot reach {where}: no broker accepts connections", retryable=True)
+    try:
+        admin = KafkaAdminClient(
+            **kafka_client_config(settings),
+            request_timeout_ms=timeout_ms,
+            bootstrap_timeout_ms=timeout_ms,
+        )
+    except (KafkaError, OSError) as error:
+        raise TopicsError(f"cannot reach {where}: {_describe(error)}", retryable=True) from None
+    try:
+        return _ensure(admin, wanted, timeout_ms)
+    except KafkaError as error:
+        raise TopicsError(
+            f"cannot create topics on {where}: {_describe(error)}",
+            retryable=bool(getattr(error, "retriable", False)),
+        ) from None
+    finally:
+        admin.close()
+
+
+def _ensure(admin: Any, wanted: list[TopicSpec], timeout_ms: int) -> TopicsReport:
+    found = _partition_counts(admin, [spec.name for spec in wanted])
+    missing = [spec for spec in wanted if spec.name not in found]
+    created: list[str] = []
+    raced: list[str] = []
+    if missing:
+        response = admin.create_topics(
+            {
+                spec.name: {
+                    "num_partitions": spec.partitions,
+                    "replication_factor": spec.replication_factor,
+                    "configs": dict(spec.config),
+                }
+                for spec in missing
+            },
+            timeout_ms=timeout_ms,
+            raise_errors=False,
+        )
+        failures = []
+        for result in response["topics"]:
+            code, name = result["error_code"], result["name"]
+            if code == 0:
+                created.append(name)
+            elif code == TOPIC_ALREADY_EXISTS:  # created meanwhile by another process
+                raced.append(name)
+            else:
+                failures.append(f"{name!r}: {result.get('error_message') or f'error {code}'}")
+        if failures:
+            raise TopicsError("cannot create topics: " + "; ".join(failures))
+        admin.wait_for_topics(created, timeout_ms=timeout_ms)
+    if raced:
+        found.update(_partition_counts(admin, raced))
+    notes = [
+        f"topic {spec.name!r} has {found[spec.name]} partitions, fewer than the "
+        f"{spec.partitions} configured; it was left as it is (adding partitions moves "
+        "conversations to other partitions, see the topics documentation)"
+        for spec in wanted
+        if spec.name in found and found[spec.name] < spec.partitions
+    ]
+    existing = tuple(spec.name for spec in wanted if spec.name in found)
+    return TopicsReport(created=tuple(created), existing=existing, warnings=tuple(notes))
+
+
+def _accepts_connections(server: str, timeout: float = 5.0) -> bool:
+    """Whether a TCP connection to ``host:port`` opens (kafka-python would retry until its
+    bootstrap timeout on a refused connection; this fails fast)."""
+    host, _, port = server.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def _partition_counts(admin: Any, names: list[str]) -> dict[str, int]:
+    """The partition count of each of ``names`` that exists."""
+    existing = set(admin.list_topics())
+    present = [name for name in names if name in existing]
+    if not present:
+        return {}
+    return {
+        topic["name"]: len(topic["partitions"])
+        for topic in admin.describe_topics(present)
+        if topic.get("error_code", 0) == 0
+    }
+
+
+def _describe(error: BaseException) -> str:
+    """``Name: message`` for an exception (Kafka errors already start with their name)."""
+    text, name = str(error), type(error).__name__
+    if not text:
+        return name
+    return text if text.startswith(name) else f"{name}: {text}"

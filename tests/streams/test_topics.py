@@ -1,0 +1,163 @@
+"""Topic names and ``ensure_topics`` against the real broker of ``kafka_bootstrap``.
+
+Each test uses its own topic prefix, so its topics are new; they are deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kafka import KafkaAdminClient
+from kafka.admin import ConfigResource, ConfigResourceType
+from kafka.errors import KafkaError
+
+from streams import broker
+from streams.settings import Settings, load_settings
+from streams.topics import (
+    RECORD_OVERHEAD,
+    Topics,
+    TopicsError,
+    TopicSpec,
+    changelog_config,
+    ensure_topics,
+    topic_specs,
+)
+
+
+@pytest.fixture
+def admin(kafka_bootstrap: str) -> Iterator[KafkaAdminClient]:
+    client = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="trackerflow-tests")
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def prefix(admin: KafkaAdminClient) -> Iterator[str]:
+    """A fresh topic prefix; every topic under it is deleted after the test."""
+    name = f"test-topics-{uuid.uuid4().hex[:8]}"
+    yield name
+    leftovers = [topic for topic in admin.list_topics() if topic.startswith(f"{name}.")]
+    if leftovers:
+        with contextlib.suppress(KafkaError):
+            admin.delete_topics(leftovers)
+
+
+def settings_for(bootstrap: str, prefix: str, **overrides: Any) -> Settings:
+    return load_settings(bootstrap_servers=bootstrap, topic_prefix=prefix, **overrides)
+
+
+def partitions(admin: KafkaAdminClient, names: list[str]) -> dict[str, int]:
+    return {t["name"]: len(t["partitions"]) for t in admin.describe_topics(names)}
+
+
+def configs(admin: KafkaAdminClient, name: str) -> dict[str, str]:
+    resource = ConfigResource(ConfigResourceType.TOPIC, name)
+    described = admin.describe_configs([resource], config_filter="all")
+    return {key: entry["value"] for key, entry in described["topic"][name].items()}
+
+
+def test_names_come_from_the_prefix() -> None:
+    assert Topics.for_prefix("shop") == Topics("shop.events", "shop.signals", "shop.dlq")
+    assert Topics.from_settings(load_settings(topic_prefix="a.b")).dlq == "a.b.dlq"
+    assert changelog_config() == {"cleanup.policy": "compact"}
+
+
+def test_specs_follow_the_settings() -> None:
+    settings = load_settings(
+        topic_prefix="p",
+        events_partitions=4,
+        signals_partitions=3,
+        dlq_partitions=2,
+        replication_factor=3,
+        max_record_bytes=1000,
+    )
+    events, signals, dlq = topic_specs(settings)
+    assert (events.name, events.partitions, events.replication_factor) == ("p.events", 4, 3)
+    assert (signals.name, signals.partitions) == ("p.signals", 3)
+    assert (dlq.name, dlq.partitions) == ("p.dlq", 2)
+    assert events.config["max.message.bytes"] == str(1000 + RECORD_OVERHEAD)
+    assert all(spec.config["min.insync.replicas"] == "2" for spec in (events, signals, dlq))
+    renamed, _, _ = topic_specs(settings, events_topic="mine")
+    assert renamed == TopicSpec("mine", 4, 3, events.config)
+
+
+@pytest.mark.broker
+def test_ensure_topics_creates_the_three_topics_once(
+    kafka_bootstrap: str, admin: KafkaAdminClient, prefix: str
+) -> None:
+    settings = settings_for(
+        kafka_bootstrap,
+        prefix,
+        events_partitions=3,
+        signals_partitions=2,
+        dlq_partitions=1,
+        events_retention_ms=123_456_789,
+        signals_retention_ms=3_600_000,
+        dlq_retention_ms=-1,
+        max_record_bytes=200_000,
+    )
+    topics = Topics.from_settings(settings)
+    names = [topics.events, topics.signals, topics.dlq]
+
+    report = ensure_topics(settings)
+    assert report.created == tuple(names)
+    assert report.existing == () and report.warnings == ()
+    assert partitions(admin, names) == {topics.events: 3, topics.signals: 2, topics.dlq: 1}
+
+    events = configs(admin, topics.events)
+    assert events["cleanup.policy"] == "delete"
+    assert events["retention.ms"] == "123456789"
+    assert events["max.message.bytes"] == str(200_000 + RECORD_OVERHEAD)
+    assert events["min.insync.replicas"] == "1"
+    signals = configs(admin, topics.signals)
+    assert (signals["cleanup.policy"], signals["retention.ms"]) == ("delete", "3600000")
+    dlq = configs(admin, topics.dlq)
+    assert (dlq["cleanup.policy"], dlq["retention.ms"]) == ("delete", "-1")
+    assert dlq["max.message.bytes"] == str(400_000 + RECORD_OVERHEAD)
+
+    again = ensure_topics(settings)
+    assert again.created == () and again.warnings == ()
+    assert again.existing == tuple(names)
+    assert partitions(admin, names) == {topics.events: 3, topics.signals: 2, topics.dlq: 1}
+
+
+@pytest.mark.broker
+def test_existing_topics_are_left_alone_and_reported_when_smaller(
+    kafka_bootstrap: str, admin: KafkaAdminClient, prefix: str
+) -> None:
+    topics = Topics.for_prefix(prefix)
+    admin.create_topics(
+        {topics.events: {"num_partitions": 2, "replication_factor": 1}}, wait_for_metadata=True
+    )
+    settings = settings_for(kafka_bootstrap, prefix, events_partitions=5, signals_partitions=1)
+    report = ensure_topics(settings)
+    assert report.created == (topics.signals, topics.dlq)
+    assert report.existing == (topics.events,)
+    (warning,) = report.warnings
+    assert f"topic {topics.events!r} has 2 partitions, fewer than the 5 configured" in warning
+    assert partitions(admin, [topics.events]) == {topics.events: 2}
+    assert configs(admin, topics.events)["retention.ms"] != "-1"  # its config was not touched
+
+
+@pytest.mark.broker
+def test_a_topic_kafka_cannot_create_is_an_error(kafka_bootstrap: str, prefix: str) -> None:
+    settings = settings_for(kafka_bootstrap, prefix)
+    impossible = TopicSpec(f"{prefix}.events", 1, replication_factor=1000)
+    with pytest.raises(TopicsError, match=rf"cannot create topics: '{prefix}\.events': "):
+        ensure_topics(settings, [impossible])
+
+
+def test_an_unreachable_broker_fails_fast() -> None:
+    port = broker.free_port()  # nothing listens there
+    started = time.monotonic()
+    with pytest.raises(TopicsError, match=f"cannot reach Kafka at 127.0.0.1:{port}") as caught:
+        ensure_topics(load_settings(bootstrap_servers=f"127.0.0.1:{port}"))
+    assert caught.value.retryable
+    assert time.monotonic() - started < 10
