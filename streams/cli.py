@@ -22,6 +22,7 @@ import click
 from streams.broker_cli import broker
 from streams.publish_cli import publish
 from streams.replay_cli import replay
+from streams.worker_cli import worker
 
 
 @click.group(
@@ -43,6 +44,7 @@ def main() -> None:
 main.add_command(replay)
 main.add_command(broker)
 main.add_command(publish)
+main.add_command(worker)
 
 if __name__ == "__main__":
     main()

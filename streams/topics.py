@@ -28,7 +28,7 @@ from typing import Any, Final
 from events import TrackerflowError
 from streams.settings import Settings, kafka_client_config
 
-EVENTS, SIGNALS, DLQ = "events", "signals", "dlq"
+EVENTS, SIGNALS, DLQ, REKEYED = "events", "signals", "dlq", "events.rekeyed"
 RECORD_OVERHEAD: Final = 64 * 1024  # batch and record headers, key and Kafka headers
 TOPIC_ALREADY_EXISTS: Final = 36  # Kafka error code
 # kafka-python 3.0 loads its protocol schemas with importlib.resources APIs Python 3.11 deprecates.
@@ -50,10 +50,13 @@ class Topics:
     events: str
     signals: str
     dlq: str
+    rekeyed: str  # internal: keyless event records, forwarded under their sender_id
 
     @classmethod
     def for_prefix(cls, prefix: str) -> Topics:
-        return cls(f"{prefix}.{EVENTS}", f"{prefix}.{SIGNALS}", f"{prefix}.{DLQ}")
+        return cls(
+            f"{prefix}.{EVENTS}", f"{prefix}.{SIGNALS}", f"{prefix}.{DLQ}", f"{prefix}.{REKEYED}"
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Topics:
@@ -77,6 +80,14 @@ class TopicsReport:
     created: tuple[str, ...] = ()
     existing: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+
+
+TABLES = ("heads", "history")
+
+
+def changelog_topics(settings: Settings) -> tuple[str, ...]:
+    """The worker's table changelogs (faust names them ``<app id>-<table>-changelog``)."""
+    return tuple(f"{settings.app_id}-{table}-changelog" for table in TABLES)
 
 
 def changelog_config() -> dict[str, str]:
@@ -105,6 +116,25 @@ def topic_specs(settings: Settings, *, events_topic: str | None = None) -> tuple
                 "retention.ms": str(settings.events_retention_ms),
                 "max.message.bytes": str(record),
             },
+        ),
+        TopicSpec(
+            topics.rekeyed,
+            settings.events_partitions,  # co-partitioned with the events topic
+            replicas,
+            {
+                **common,
+                "retention.ms": str(settings.events_retention_ms),
+                "max.message.bytes": str(record),
+            },
+        ),
+        *(
+            TopicSpec(
+                name,
+                settings.events_partitions,  # a table's changelog follows its source partitions
+                replicas,
+                {**changelog_config(), "min.insync.replicas": _min_insync(replicas)},
+            )
+            for name in changelog_topics(settings)
         ),
         TopicSpec(
             topics.signals,

@@ -24,6 +24,7 @@ from streams.topics import (
     TopicsError,
     TopicSpec,
     changelog_config,
+    changelog_topics,
     ensure_topics,
     topic_specs,
 )
@@ -50,7 +51,9 @@ def prefix(admin: KafkaAdminClient) -> Iterator[str]:
 
 
 def settings_for(bootstrap: str, prefix: str, **overrides: Any) -> Settings:
-    return load_settings(bootstrap_servers=bootstrap, topic_prefix=prefix, **overrides)
+    return load_settings(
+        bootstrap_servers=bootstrap, topic_prefix=prefix, app_id=prefix, **overrides
+    )
 
 
 def partitions(admin: KafkaAdminClient, names: list[str]) -> dict[str, int]:
@@ -64,7 +67,9 @@ def configs(admin: KafkaAdminClient, name: str) -> dict[str, str]:
 
 
 def test_names_come_from_the_prefix() -> None:
-    assert Topics.for_prefix("shop") == Topics("shop.events", "shop.signals", "shop.dlq")
+    assert Topics.for_prefix("shop") == Topics(
+        "shop.events", "shop.signals", "shop.dlq", "shop.events.rekeyed"
+    )
     assert Topics.from_settings(load_settings(topic_prefix="a.b")).dlq == "a.b.dlq"
     assert changelog_config() == {"cleanup.policy": "compact"}
 
@@ -78,18 +83,26 @@ def test_specs_follow_the_settings() -> None:
         replication_factor=3,
         max_record_bytes=1000,
     )
-    events, signals, dlq = topic_specs(settings)
+    events, rekeyed, heads, history, signals, dlq = topic_specs(settings)
     assert (events.name, events.partitions, events.replication_factor) == ("p.events", 4, 3)
+    assert (rekeyed.name, rekeyed.partitions, rekeyed.config) == (
+        "p.events.rekeyed",
+        4,
+        events.config,
+    )
+    assert (heads.name, history.name) == changelog_topics(settings)
+    for changelog in (heads, history):
+        assert (changelog.partitions, changelog.config["cleanup.policy"]) == (4, "compact")
     assert (signals.name, signals.partitions) == ("p.signals", 3)
     assert (dlq.name, dlq.partitions) == ("p.dlq", 2)
     assert events.config["max.message.bytes"] == str(1000 + RECORD_OVERHEAD)
     assert all(spec.config["min.insync.replicas"] == "2" for spec in (events, signals, dlq))
-    renamed, _, _ = topic_specs(settings, events_topic="mine")
+    renamed, *_ = topic_specs(settings, events_topic="mine")
     assert renamed == TopicSpec("mine", 4, 3, events.config)
 
 
 @pytest.mark.broker
-def test_ensure_topics_creates_the_three_topics_once(
+def test_ensure_topics_creates_every_topic_once(
     kafka_bootstrap: str, admin: KafkaAdminClient, prefix: str
 ) -> None:
     settings = settings_for(
@@ -104,12 +117,17 @@ def test_ensure_topics_creates_the_three_topics_once(
         max_record_bytes=200_000,
     )
     topics = Topics.from_settings(settings)
-    names = [topics.events, topics.signals, topics.dlq]
+    names = [topics.events, topics.rekeyed, *changelog_topics(settings), topics.signals, topics.dlq]
 
     report = ensure_topics(settings)
     assert report.created == tuple(names)
     assert report.existing == () and report.warnings == ()
-    assert partitions(admin, names) == {topics.events: 3, topics.signals: 2, topics.dlq: 1}
+    assert partitions(admin, [topics.events, topics.signals, topics.dlq]) == {
+        topics.events: 3,
+        topics.signals: 2,
+        topics.dlq: 1,
+    }
+    assert set(partitions(admin, [topics.rekeyed, *changelog_topics(settings)]).values()) == {3}
 
     events = configs(admin, topics.events)
     assert events["cleanup.policy"] == "delete"
@@ -125,7 +143,6 @@ def test_ensure_topics_creates_the_three_topics_once(
     again = ensure_topics(settings)
     assert again.created == () and again.warnings == ()
     assert again.existing == tuple(names)
-    assert partitions(admin, names) == {topics.events: 3, topics.signals: 2, topics.dlq: 1}
 
 
 @pytest.mark.broker
@@ -138,7 +155,12 @@ def test_existing_topics_are_left_alone_and_reported_when_smaller(
     )
     settings = settings_for(kafka_bootstrap, prefix, events_partitions=5, signals_partitions=1)
     report = ensure_topics(settings)
-    assert report.created == (topics.signals, topics.dlq)
+    assert report.created == (
+        topics.rekeyed,
+        *changelog_topics(settings),
+        topics.signals,
+        topics.dlq,
+    )
     assert report.existing == (topics.events,)
     (warning,) = report.warnings
     assert f"topic {topics.events!r} has 2 partitions, fewer than the 5 configured" in warning
