@@ -63,6 +63,7 @@ def worker(domain: Path | None, loglevel: str, **overrides: Any) -> None:
     events topic's partitions (start more workers with the same APP_ID to scale out), folds each
     conversation's events into its tracker (state in tables with changelogs, recovered on
     restart), and publishes signals to <prefix>.signals and undecodable records to <prefix>.dlq.
+    Serves the HTTP API (conversation trackers, stories, appending events) on WEB_HOST:WEB_PORT.
     Runs until Ctrl-C or SIGTERM.
 
     \b
@@ -73,6 +74,7 @@ def worker(domain: Path | None, loglevel: str, **overrides: Any) -> None:
     import faust
 
     from streams.worker import Worker
+    from streams.worker_service import serve_http
 
     try:
         settings = load_settings(**overrides)
@@ -81,8 +83,9 @@ def worker(domain: Path | None, loglevel: str, **overrides: Any) -> None:
     except (SettingsError, TopicsError, EventError, OSError, yaml.YAMLError) as error:
         raise click.ClickException(str(error)) from None
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
-    app = Worker(settings, domain=parsed).app
-    faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+    fold = Worker(settings, domain=parsed)
+    serve_http(fold)
+    faust.Worker(fold.app, loglevel=loglevel, quiet=True).execute_from_commandline()
 
 
 if __name__ == "__main__":
