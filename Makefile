@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 SAMPLE := deploy/samples/conversations.jsonl
 
 .DEFAULT_GOAL := help
-.PHONY: help setup kafka-jars run test lint typecheck unit bench-fold clean
+.PHONY: help setup kafka-jars run replay stop test lint typecheck unit bench-fold clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -21,12 +21,18 @@ setup: $(BIN)/trackerflow ## Create .venv and install trackerflow with its dev t
 kafka-jars: setup ## Fetch the Apache Kafka broker jars with Maven into .kafka/ (once)
 	$(BIN)/python -c "import os; from streams.broker import DEFAULT_VERSION, ensure_jars; print(ensure_jars(os.environ.get('TRACKERFLOW_KAFKA_VERSION', DEFAULT_VERSION)))"
 
-run: setup ## The main job: replay the sample conversations into trackers (out/trackers.jsonl)
+run: kafka-jars ## The main job: local Kafka + worker, publish the sample, show trackers and signals
+	bash deploy/quickstart.sh
+
+stop: ## Stop the worker and the local Kafka that `make run` started (by pid)
+	-@[ -f out/worker.pid ] && kill $$(cat out/worker.pid) 2>/dev/null && echo "stopped the worker"; rm -f out/worker.pid
+	-$(BIN)/trackerflow broker stop
+
+replay: setup ## Offline: replay the sample conversations into out/trackers.jsonl (no Kafka)
 	@mkdir -p out
 	$(BIN)/trackerflow replay $(SAMPLE) --events applied --output out/trackers.jsonl \
 		--stories out/stories.yml --rejects out/rejects.jsonl
 	@echo "trackers: out/trackers.jsonl  stories: out/stories.yml  rejects: out/rejects.jsonl"
-	@head -c 1200 out/trackers.jsonl; echo
 
 lint: setup ## ruff (style, imports, layering bans)
 	$(BIN)/ruff check .

@@ -22,6 +22,7 @@ import click
 from streams.broker_cli import broker
 from streams.publish_cli import publish
 from streams.replay_cli import replay
+from streams.tail_cli import tail
 from streams.worker_cli import worker
 
 
@@ -45,6 +46,7 @@ main.add_command(replay)
 main.add_command(broker)
 main.add_command(publish)
 main.add_command(worker)
+main.add_command(tail)
 
 if __name__ == "__main__":
     main()

@@ -190,3 +190,31 @@ def test_kill_9_mid_stream_applies_every_event_and_signal_exactly_once(run: Run)
     signals = [orjson.loads(m.value) for m in run.read(".signals")]
     counts = collections.Counter(map(key_of, signals))
     assert counts == collections.Counter(map(key_of, expected_signals))
+
+
+def test_tail_prints_committed_records_as_json_lines(run: Run) -> None:
+    producer = KafkaProducer(bootstrap_servers=run.bootstrap)
+    topic = f"{run.prefix}.signals"
+    producer.send(topic, key=b"c1", value=b'{"signal": "session_started"}')
+    producer.send(topic, key=None, value=b"not json", headers=[("why", b"because")])
+    producer.flush()
+    producer.close()
+    command = [sys.executable, "-m", "streams.tail_cli", "signals", "--idle", "5"]
+    env = run.env(0)
+    shown = subprocess.run(command, env=env, capture_output=True, check=True, timeout=60)
+    lines = sorted(
+        (orjson.loads(line) for line in shown.stdout.splitlines()), key=lambda x: x["key"] is None
+    )
+    assert [(x["key"], x["value"]) for x in lines] == [
+        ("c1", {"signal": "session_started"}),
+        (None, "not json"),
+    ]
+    assert lines[1]["headers"] == {"why": "because"} and "headers" not in lines[0]
+    limited = subprocess.run(
+        [*command, "--max", "1"], check=False, env=env, capture_output=True, timeout=60
+    )
+    assert len(limited.stdout.splitlines()) == 1
+    bad = subprocess.run(
+        [*command[:3], "nonsense"], check=False, env=env, capture_output=True, timeout=60
+    )
+    assert bad.returncode == 2 and b"nonsense" in bad.stderr
