@@ -1,0 +1,36 @@
+"""deploy/: what can be checked without a Docker engine (none runs here or in CI)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from click.testing import CliRunner
+
+from streams.cli import main
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+
+
+def test_the_compose_workers_run_real_trackerflow_commands_against_the_compose_kafka() -> None:
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    services = compose["services"]
+    workers = [s for name, s in services.items() if name.startswith("worker")]
+    assert len(workers) == 2
+    ports = set()
+    for worker in workers:
+        command = worker["command"]
+        assert command[0] == "worker"
+        result = CliRunner().invoke(main, [*command, "--help"])
+        assert result.exit_code == 0, result.output
+        assert worker["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+        ports.add(command[command.index("--web-port") + 1])
+    assert len(ports) == 2  # distinct HTTP ports, so the two workers can forward to each other
+    assert "INTERNAL://kafka:9092" in services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+
+
+def test_the_image_installs_the_three_packages_and_runs_the_cli() -> None:
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    for package in ("events", "processors", "streams"):
+        assert f"COPY {package} {package}" in dockerfile
+    assert 'ENTRYPOINT ["trackerflow"]' in dockerfile
