@@ -137,6 +137,13 @@ class Settings(BaseSettings):
     )
     jwt_method: JwtMethod = Field("HS256", description="JWT signature algorithm")
     max_body_bytes: int = Field(MiB, ge=1, description="largest HTTP request body accepted")
+    commit_interval_s: float = Field(
+        0.1,
+        gt=0,
+        le=60,
+        description="how often the worker commits its transaction (signals become visible to "
+        "read_committed readers then): lower means lower latency, higher fewer commits",
+    )
 
     @field_validator("bootstrap_servers")
     @classmethod

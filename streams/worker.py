@@ -27,7 +27,7 @@ import orjson
 from events.wire import dumps
 from processors.domain import Domain
 from processors.stream import Head, Inbound, Outcome, StreamFolder
-from streams.settings import Settings
+from streams.settings import Settings, ssl_context
 from streams.topics import Topics
 
 log = logging.getLogger("trackerflow.worker")
@@ -103,6 +103,8 @@ class Worker:
             web_enabled=False,
             canonical_url=url,
             stream_wait_empty=False,
+            broker_commit_interval=settings.commit_interval_s,
+            broker_credentials=broker_credentials(settings),
             consumer_auto_offset_reset="earliest",
             broker_session_timeout=10.0,
             broker_heartbeat_interval=1.0,
@@ -184,6 +186,23 @@ class Worker:
         elif outcome.kind == "rekeyed":
             assert outcome.conversation_id is not None
             await send(self.topics.rekeyed, outcome.conversation_id.encode(), record.value)
+
+
+def broker_credentials(settings: Settings) -> Any:
+    """faust's credentials for the configured Kafka security protocol (None for PLAINTEXT)."""
+    protocol = settings.security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    context = ssl_context(settings) if protocol.endswith("SSL") else None
+    if protocol == "SSL":
+        return faust.SSLCredentials(context)
+    password = settings.sasl_password.get_secret_value() if settings.sasl_password else None
+    return faust.SASLCredentials(
+        username=settings.sasl_username,
+        password=password,
+        mechanism=settings.sasl_mechanism,
+        ssl_context=context,
+    )
 
 
 def head_summary(head: Head) -> dict[str, Any]:

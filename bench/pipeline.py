@@ -1,0 +1,614 @@
+"""``make bench-pipeline``: one worker on a real broker, end to end, next to a raw consume baseline.
+
+In one run: start a local broker (``streams.broker``, in a temporary data dir; or use
+``KAFKA_BOOTSTRAP_SERVERS``), create a fresh set of topics (unique prefix and app id,
+``streams.topics.ensure_topics``), generate ``--events`` realistic interleaved broker records
+(``bench.generate``) and
+
+1. publish them all with the project's ``Publisher`` (idempotent, ``acks=all``): publish rate;
+2. (a) raw consume: read the whole events topic from the beginning with aiokafka (faust's client
+   library), ``isolation_level="read_committed"``, no processing — the baseline;
+3. (b) pipeline: start one ``python -m streams.worker_cli`` process and time it from its start
+   until its ``/health`` reports every record folded (start-up included, nothing subtracted;
+   start-up, i.e. time to the first fold, is shown on its own line too), then count the signals
+   it produced on the signals topic (read_committed) against an offline fold of the same records;
+4. latency: with the worker caught up, publish ``followup`` events (each makes exactly one
+   ``followup_action`` signal, recognised by its action name) at a steady ``--rate`` for
+   ``--seconds`` and time publish -> signal arrival for a read_committed and a read_uncommitted
+   reader of the signals topic.
+
+The worker commits its transactions at faust's ``broker_commit_interval`` (2.8 s unless
+``--commit-interval`` or ``BROKER_COMMIT_INTERVAL`` says otherwise), so a read_committed reader
+sees a signal only after that commit; the read_uncommitted reader shows the processing latency.
+
+Targets (issue): (b) at least half of (a); p99 publish -> signal under 50 ms at 1,000 events/s.
+Printed as met / NOT met, never asserted. The output also goes to ``bench/out/bench-pipeline.txt``.
+
+    python -m bench.pipeline [--events 500000] [--rate 1000] [--seconds 20] [--commit-interval S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+
+from bench.generate import Plan, records
+from processors.stream import Inbound, StreamFolder
+from streams import broker
+from streams.publisher import Encoded, Publisher
+from streams.settings import Settings, kafka_client_config, load_settings
+from streams.topics import Topics, ensure_topics
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench" / "out"
+TARGET_RATIO = 0.5
+TARGET_P99_MS = 50.0
+TARGET_RATE = 1000.0
+FAUST_COMMIT_INTERVAL_S = 2.8  # faust's default broker_commit_interval
+MARK = "utter_bench_"  # action names of the latency phase: MARK + record number
+READERS = ("read_committed", "read_uncommitted")
+
+
+class BenchError(Exception):
+    """The benchmark cannot go on; the message says why."""
+
+
+# -- output -----------------------------------------------------------------------------------
+
+
+class Report:
+    """Lines printed to stdout and kept for the output file; progress goes to stderr only."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def say(self, line: str = "") -> None:
+        print(line, flush=True)
+        self.lines.append(line)
+
+    @staticmethod
+    def progress(line: str) -> None:
+        print(f"  .. {line}", file=sys.stderr, flush=True)
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(self.lines) + "\n")
+
+
+def machine() -> str:
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.partition(":")[2].strip()
+                break
+    return f"{model}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}"
+
+
+def percentile(ordered: list[float], p: float) -> float:
+    """Nearest-rank percentile of an ascending list (``p`` in 0..100)."""
+    if not ordered:
+        return math.nan
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))]
+
+
+# -- the broker and the worker ----------------------------------------------------------------
+
+
+@dataclass
+class Deployment:
+    """The broker (ours or the configured one), the topics and the worker process."""
+
+    tmp: Path
+    bootstrap: str = ""
+    broker_dir: Path | None = None  # set when this run started the broker
+    broker_version: str = ""
+    prefix: str = field(default_factory=lambda: f"bench{uuid.uuid4().hex[:10]}")
+    worker: subprocess.Popen[bytes] | None = None
+    web_port: int = 0
+    commit_interval: float | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.tmp / "worker.log"
+
+    def start_broker(self, report: Report) -> None:
+        configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
+        if configured:
+            if not broker.reachable(configured):
+                raise BenchError(f"KAFKA_BOOTSTRAP_SERVERS={configured} does not answer")
+            self.bootstrap, self.broker_version = configured, "external"
+            return
+        version = os.environ.get("TRACKERFLOW_KAFKA_VERSION", broker.DEFAULT_VERSION)
+        self.broker_dir = self.tmp / "broker"
+        started = time.perf_counter()
+        info = broker.start(self.broker_dir, version=version)
+        self.bootstrap, self.broker_version = info.bootstrap, f"{version} (local, pid {info.pid})"
+        report.progress(f"broker {info.bootstrap} up in {time.perf_counter() - started:.1f} s")
+
+    def settings(self) -> Settings:
+        return load_settings(
+            bootstrap_servers=self.bootstrap, topic_prefix=self.prefix, app_id=self.prefix
+        )
+
+    def start_worker(self) -> None:
+        self.web_port = broker.free_port()
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "TRACKERFLOW_BOOTSTRAP_SERVERS": self.bootstrap,
+            "TRACKERFLOW_TOPIC_PREFIX": self.prefix,
+            "TRACKERFLOW_APP_ID": self.prefix,
+            "TRACKERFLOW_DATA_DIR": str(self.tmp / "worker"),
+            "TRACKERFLOW_WEB_HOST": "127.0.0.1",
+            "TRACKERFLOW_WEB_PORT": str(self.web_port),
+        }
+        if self.commit_interval is not None:
+            env["BROKER_COMMIT_INTERVAL"] = str(self.commit_interval)  # read by faust itself
+        with self.log_path.open("ab") as log:
+            self.worker = subprocess.Popen(
+                [sys.executable, "-m", "streams.worker_cli", "--loglevel", "warning"],
+                env=env,
+                cwd=ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def health(self) -> dict[str, Any] | None:
+        """The worker's ``/health``, or None while it does not answer."""
+        url = f"http://127.0.0.1:{self.web_port}/health"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                found: dict[str, Any] = orjson.loads(response.read())
+                return found
+        except (OSError, ValueError):
+            return None
+
+    def check_worker(self) -> None:
+        if self.worker is not None and self.worker.poll() is not None:
+            raise BenchError(
+                f"the worker exited with status {self.worker.returncode}; its log ends with:\n"
+                + broker.log_tail(self.log_path)
+            )
+
+    def stop_worker(self) -> None:
+        """SIGTERM to the worker's process group (its own session), SIGKILL after 20 s."""
+        process, self.worker = self.worker, None
+        if process is None or process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+    def stop_broker(self) -> None:
+        if self.broker_dir is not None:
+            broker.stop(self.broker_dir)
+            self.broker_dir = None
+
+
+# -- phases -----------------------------------------------------------------------------------
+
+
+def generate(events: int, seed: int) -> list[Encoded]:
+    """The records of ``bench.generate`` as Rasa writes them (``json.dumps``), keyed by sender."""
+    return [
+        Encoded(r["sender_id"], r["sender_id"].encode(), json.dumps(r).encode())
+        for r in records(Plan(events, seed=seed))
+    ]
+
+
+def offline_signals(items: list[Encoded]) -> int:
+    """How many signals folding ``items`` once, in order, produces (what the worker must emit)."""
+    folder = StreamFolder({}, {})
+    count = 0
+    for offset, item in enumerate(items):
+        outcome = folder.process(Inbound("events", 0, offset, item.key, item.value, 0.0))
+        if outcome.kind != "folded":
+            raise BenchError(f"generated record {offset} was {outcome.kind}: {outcome.error}")
+        count += len(outcome.signals)
+    return count
+
+
+async def publish_all(settings: Settings, items: list[Encoded]) -> float:
+    """Publish ``items`` with the project's publisher; seconds from first send to all acked."""
+    async with Publisher(settings) as publisher:
+        started = time.perf_counter()
+        report = await publisher.publish_many(items)
+        took = time.perf_counter() - started
+    if not report.ok:
+        first = report.failures[0]
+        raise BenchError(f"{len(report.failures)} records not published, first: {first.reason}")
+    return took
+
+
+def consumer(settings: Settings, isolation: str, *topics: str, **options: Any) -> Any:
+    """An aiokafka consumer without a group (nothing committed) at the given isolation level."""
+    return AIOKafkaConsumer(
+        *topics,
+        **kafka_client_config(settings),
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level=isolation,
+        auto_offset_reset="earliest",
+        **options,
+    )
+
+
+async def count_topic(
+    settings: Settings, topic: str, done: Callable[[int], bool], idle_s: float
+) -> tuple[int, float]:
+    """Read ``topic`` (read_committed) from the beginning until ``done(count)`` or nothing came
+    for ``idle_s`` seconds; returns the count and the seconds from creating the consumer."""
+    started = time.perf_counter()
+    reader = consumer(settings, "read_committed", topic)
+    await reader.start()
+    try:
+        count, last = 0, time.perf_counter()
+        while not done(count):
+            batches = await reader.getmany(timeout_ms=500)
+            now = time.perf_counter()
+            if batches:
+                count += sum(len(batch) for batch in batches.values())
+                last = now
+            elif now - last > idle_s:
+                break
+        return count, time.perf_counter() - started
+    finally:
+        await reader.stop()
+
+
+@dataclass
+class PipelineRun:
+    seconds: float = 0.0  # worker start -> all folded
+    http_up: float = math.nan  # worker start -> /health answers
+    first_fold: float = math.nan  # worker start -> folded > 0
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def run_pipeline(deployment: Deployment, total: int, report: Report, stall_s: float) -> PipelineRun:
+    """Start the worker and poll ``/health`` until it has folded ``total`` records."""
+    result = PipelineRun()
+    started = time.perf_counter()
+    deployment.start_worker()
+    progress_at, last_folded, last_change = started, -1, started
+    while True:
+        deployment.check_worker()
+        health = deployment.health()
+        now = time.perf_counter()
+        if health is not None:
+            counts = {k: int(v) for k, v in health.get("records", {}).items()}
+            folded = counts.get("folded", 0)
+            if math.isnan(result.http_up):
+                result.http_up = now - started
+            if folded > 0 and math.isnan(result.first_fold):
+                result.first_fold = now - started
+            if sum(counts.values()) >= total:
+                result.seconds, result.counts = now - started, counts
+                return result
+            if folded != last_folded:
+                last_folded, last_change = folded, now
+            if now - progress_at >= 10:
+                progress_at = now
+                report.progress(
+                    f"worker: {folded:,} of {total:,} folded after {now - started:.0f} s"
+                )
+        if now - last_change > stall_s:
+            raise BenchError(
+                f"the worker folded nothing new for {stall_s:.0f} s (at {max(last_folded, 0):,} "
+                f"of {total:,}); its log ends with:\n{broker.log_tail(deployment.log_path)}"
+            )
+        time.sleep(0.05)
+
+
+@dataclass
+class LatencyRun:
+    sent: int = 0
+    measured: int = 0  # records after the warm-up
+    achieved_rate: float = 0.0
+    latencies_ms: dict[str, list[float]] = field(default_factory=dict)
+
+
+async def _positioned(reader: Any, topic: str, partitions: int) -> None:
+    """Assign the ``partitions`` of ``topic`` and resolve the positions at its end."""
+    await reader.start()
+    assigned = [TopicPartition(topic, p) for p in range(partitions)]
+    reader.assign(assigned)
+    await reader.seek_to_end(*assigned)
+    for tp in assigned:
+        await reader.position(tp)
+
+
+async def _read_signals(reader: Any, arrivals: dict[int, float], stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        batches = await reader.getmany(timeout_ms=50)
+        now = time.perf_counter()
+        for batch in batches.values():
+            for message in batch:
+                value = orjson.loads(message.value)
+                action = value.get("action")
+                if (
+                    value.get("signal") == "followup_action"
+                    and isinstance(action, str)
+                    and action.startswith(MARK)
+                ):
+                    arrivals.setdefault(int(action.removeprefix(MARK)), now)
+
+
+async def measure_latency(
+    settings: Settings,
+    *,
+    rate: float,
+    seconds: float,
+    warmup: float,
+    conversations: int,
+    grace: float,
+) -> LatencyRun:
+    """Publish followups at ``rate`` and time each one's signal at both isolation levels."""
+    topics = Topics.from_settings(settings)
+    warm = round(rate * warmup)
+    total = warm + round(rate * seconds)
+    arrivals: dict[str, dict[int, float]] = {name: {} for name in READERS}
+    readers = {name: consumer(settings, name) for name in READERS}
+    stop = asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
+    sent = [math.nan] * total
+    result = LatencyRun(sent=total, measured=total - warm)
+    try:
+        for reader in readers.values():
+            await _positioned(reader, topics.signals, settings.signals_partitions)
+        tasks = [
+            asyncio.create_task(_read_signals(readers[name], arrivals[name], stop))
+            for name in READERS
+        ]
+        async with Publisher(settings) as publisher:
+            await asyncio.sleep(0.5)  # the readers' first fetches are under way
+            origin = time.perf_counter()
+            for i in range(total):
+                delay = origin + i / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                event = {"event": "followup", "name": f"{MARK}{i}", "timestamp": time.time()}
+                sent[i] = time.perf_counter()
+                await publisher.publish(event, f"bench-latency-{i % conversations:05d}")
+            if total > warm + 1:
+                result.achieved_rate = (total - warm - 1) / (sent[-1] - sent[warm])
+        deadline = time.perf_counter() + grace
+        while time.perf_counter() < deadline and any(len(a) < total for a in arrivals.values()):
+            await asyncio.sleep(0.1)
+    finally:
+        stop.set()
+        for task in tasks:
+            with contextlib.suppress(Exception):
+                await task
+        for reader in readers.values():
+            await reader.stop()
+    for name in READERS:
+        got = arrivals[name]
+        result.latencies_ms[name] = sorted(
+            (got[i] - sent[i]) * 1000 for i in range(warm, total) if i in got
+        )
+    return result
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.pipeline", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--events", type=int, default=500_000, help="records (500,000)")
+    parser.add_argument("--seed", type=int, default=7, help="generator seed (7)")
+    parser.add_argument("--rate", type=float, default=TARGET_RATE, help="latency: events/s (1000)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="latency: measured s (20)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="latency: unmeasured s (2)")
+    parser.add_argument(
+        "--conversations", type=int, default=500, help="latency: conversations (500)"
+    )
+    parser.add_argument(
+        "--commit-interval",
+        type=float,
+        help="the worker's faust broker_commit_interval in s (default: faust's, 2.8)",
+    )
+    parser.add_argument(
+        "--stall", type=float, default=180.0, help="give up after this long without progress (180)"
+    )
+    parser.add_argument(
+        "--no-verify", action="store_true", help="skip the offline fold that counts the signals"
+    )
+    parser.add_argument(
+        "--output", type=Path, default=OUT / "bench-pipeline.txt", help="also write output here"
+    )
+    args = parser.parse_args(argv)
+    if args.events < 1 or args.rate <= 0 or args.seconds <= 0 or args.conversations < 1:
+        parser.error("--events, --rate, --seconds and --conversations must be positive")
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    report = Report()
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    tmp = Path(tempfile.mkdtemp(prefix="trackerflow-bench-"))
+    deployment = Deployment(tmp, commit_interval=args.commit_interval)
+    try:
+        run(args, deployment, report)
+        status = 0
+    except (BenchError, broker.BrokerError) as error:
+        report.say(f"\nbenchmark failed: {error}")
+        status = 1
+    except KeyboardInterrupt:
+        report.say("\ninterrupted")
+        status = 130
+    finally:
+        with _cleanup_step(report, "stopping the worker"):
+            deployment.stop_worker()
+        with _cleanup_step(report, "stopping the broker"):
+            deployment.stop_broker()
+        shutil.rmtree(tmp, ignore_errors=True)
+        signal.signal(signal.SIGTERM, previous)
+        if report.lines:
+            report.save(args.output)
+            print(f"(saved to {args.output})", file=sys.stderr)
+    return status
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # cleaned up like Ctrl-C
+
+
+@contextlib.contextmanager
+def _cleanup_step(report: Report, what: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception as error:  # keep cleaning up; say what was left behind
+        report.say(f"warning: {what} failed: {error}")
+
+
+def run(args: argparse.Namespace, deployment: Deployment, report: Report) -> None:
+    total = args.events
+    started = time.perf_counter()
+    items = generate(total, args.seed)
+    conversations = len({item.conversation_id for item in items})
+    report.progress(f"generated {total:,} records in {time.perf_counter() - started:.1f} s")
+    expected: int | None = None
+    if not args.no_verify:
+        started = time.perf_counter()
+        expected = offline_signals(items)
+        report.progress(
+            f"offline fold: {expected:,} signals in {time.perf_counter() - started:.1f} s"
+        )
+    deployment.start_broker(report)
+    settings = deployment.settings()
+    topics = Topics.from_settings(settings)
+    ensure_topics(settings)
+
+    publish_s = asyncio.run(publish_all(settings, items))
+    report.progress(f"published {total:,} records in {publish_s:.1f} s")
+    del items
+    raw_count, raw_s = asyncio.run(count_topic(settings, topics.events, lambda n: n >= total, 30))
+    if raw_count < total:
+        raise BenchError(f"the raw consumer read only {raw_count:,} of {total:,} records")
+    report.progress(f"raw consume: {total:,} records in {raw_s:.1f} s")
+
+    pipe = run_pipeline(deployment, total, report, args.stall)
+    report.progress(f"worker folded {total:,} records in {pipe.seconds:.1f} s")
+    interval = args.commit_interval or float(
+        os.environ.get("BROKER_COMMIT_INTERVAL", FAUST_COMMIT_INTERVAL_S)
+    )
+    wanted = math.inf if expected is None else expected  # unknown: read until idle
+    signals, _ = asyncio.run(
+        count_topic(settings, topics.signals, lambda n: n >= wanted, idle_s=max(10.0, 3 * interval))
+    )
+    report.progress(f"{signals:,} signals on {topics.signals}")
+
+    report.progress(f"latency: {args.rate:,.0f} events/s for {args.warmup + args.seconds:.0f} s")
+    latency = asyncio.run(
+        measure_latency(
+            settings,
+            rate=args.rate,
+            seconds=args.seconds,
+            warmup=args.warmup,
+            conversations=args.conversations,
+            grace=2 * interval + 10,
+        )
+    )
+    deployment.check_worker()
+
+    # -- the report --
+    say = report.say
+    say(f"trackerflow pipeline benchmark, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
+    say(f"machine: {machine()}")
+    say(f"Python {sys.version.split()[0]}; Kafka {deployment.broker_version}; one worker")
+    say(
+        f"N = {total:,} events in {conversations:,} interleaved conversations (bench.generate, "
+        f"seed {args.seed}); {settings.events_partitions} events partitions; "
+        f"worker commit interval {interval:g} s"
+    )
+    say()
+    say(f"{'measurement':56} {'events':>9} {'seconds':>8} {'events/s':>10}")
+    rows = [
+        ("publish (Publisher: idempotent, acks=all)", publish_s),
+        ("(a) raw consume (aiokafka, read_committed, no processing)", raw_s),
+        ("(b) pipeline: worker start -> all folded (end to end)", pipe.seconds),
+    ]
+    for name, seconds in rows:
+        say(f"{name:56} {total:>9,} {seconds:>8.2f} {total / seconds:>10,.0f}")
+    after = pipe.seconds - pipe.first_fold
+    say(f"{'    worker start-up: start -> HTTP API up':56} {'':>9} {pipe.http_up:>8.2f}")
+    say(f"{'    worker start-up: start -> first fold':56} {'':>9} {pipe.first_fold:>8.2f}")
+    say(f"{'    from the first fold on (for reference)':56} {total:>9,} {after:>8.2f} "
+        f"{total / after:>10,.0f}")  # fmt: skip
+    others = {k: v for k, v in pipe.counts.items() if k != "folded" and v}
+    say(f"worker /health records: {pipe.counts}" + (f" (not folded: {others})" if others else ""))
+    check = "" if expected is None else f"; the offline fold of the same records gives {expected:,}"
+    verdict = "" if expected is None else (" (match)" if signals == expected else " (MISMATCH)")
+    say(f"signals on {topics.signals} (read_committed): {signals:,}{check}{verdict}")
+    ratio = (total / pipe.seconds) / (total / raw_s)
+    say()
+    say(f"pipeline / raw consume: {ratio:.3f} (from the first fold on: {raw_s / after:.3f})")
+    say()
+    say(
+        f"latency: followup events at {args.rate:,.0f}/s (achieved {latency.achieved_rate:,.1f}/s) "
+        f"over {args.conversations:,} conversations for {args.seconds:g} s after "
+        f"{args.warmup:g} s of warm-up;"
+    )
+    say("publish call -> signal returned by the reader's getmany, same process and clock")
+    say(f"{'signals reader':20} {'arrived':>15} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9} "
+        f"{'max ms':>9}")  # fmt: skip
+    p99s: dict[str, float] = {}
+    for name in READERS:
+        values = latency.latencies_ms[name]
+        p99s[name] = percentile(values, 99)
+        arrived = f"{len(values):,}/{latency.measured:,}"
+        cells = " ".join(f"{percentile(values, p):>9.1f}" for p in (50, 95, 99, 100))
+        say(f"{name:20} {arrived:>15} {cells}")
+    say()
+    say("targets:")
+    met = "met" if ratio >= TARGET_RATIO else "NOT met"
+    say(f"  pipeline >= {TARGET_RATIO} x raw consume rate: {met} ({ratio:.3f})")
+    for name in READERS:
+        complete = len(latency.latencies_ms[name]) == latency.measured
+        ok = complete and p99s[name] < TARGET_P99_MS and args.rate >= TARGET_RATE
+        missing = "" if complete else ", signals missing"
+        say(
+            f"  p99 publish -> signal < {TARGET_P99_MS:g} ms at {TARGET_RATE:,.0f} events/s "
+            f"({name}): {'met' if ok else 'NOT met'} ({p99s[name]:,.1f} ms at "
+            f"{args.rate:,.0f}/s{missing})"
+        )
+    say(
+        f"  note: read_committed readers see a signal only once the worker commits its "
+        f"transaction (every {interval:g} s)"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
