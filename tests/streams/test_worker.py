@@ -221,3 +221,46 @@ def test_tail_prints_committed_records_as_json_lines(run: Run) -> None:
         [*command[:3], "nonsense"], check=False, env=env, capture_output=True, timeout=60
     )
     assert bad.returncode == 2 and b"nonsense" in bad.stderr
+
+
+@pytest.mark.xfail(
+    reason="known defect, issue 3 open: when partitions move between live workers while events "
+    "stream in, faust commits source offsets whose table writes were aborted, and the offset "
+    "dedupe then skips the redelivered records (events lost); crash-restart of a single worker "
+    "and takeover after the stream settled are exact (tests above)",
+    strict=False,
+)
+def test_workers_joining_and_dying_mid_stream_keep_exactly_once(run: Run) -> None:
+    """Rebalances while events stream in: a second worker joins, the first is killed and
+    comes back, the second is killed; every event and signal still counts once."""
+    records = sample()
+    run.start_worker(0)
+    chunks = [records[i : i + 200] for i in range(0, len(records), 200)]
+    steps = {
+        2: lambda: run.start_worker(1),
+        4: lambda: kill(run.workers[0]),
+        5: lambda: run.start_worker(0),
+        7: lambda: kill(run.workers[1]),
+    }
+    for number, chunk in enumerate(chunks):
+        run.produce(chunk)
+        if number in steps:
+            time.sleep(random.uniform(0.5, 2.0))
+            steps[number]()
+    heads = run.wait_for_events(len(records), deadline_s=120)
+    expected_heads, expected_signals = offline(records)
+    assert {c: h["count"] for c, h in heads.items()} == {
+        c: h["count"] for c, h in expected_heads.items()
+    }
+    assert {c: h["state"] for c, h in heads.items()} == {
+        c: h["state"] for c, h in expected_heads.items()
+    }
+    signals = [orjson.loads(m.value) for m in run.read(".signals")]
+    assert collections.Counter(map(key_of, signals)) == collections.Counter(
+        map(key_of, expected_signals)
+    )
+
+
+def kill(process: subprocess.Popen[bytes]) -> None:
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
