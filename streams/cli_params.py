@@ -2,10 +2,50 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import click
+
+from events.wire import DEFAULT_MAX_RECORD_BYTES
+
+bootstrap_servers_option = click.option(
+    "--bootstrap-servers",
+    metavar="HOST:PORT[,...]",
+    envvar=["TRACKERFLOW_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"],
+    show_envvar=True,
+    help="Kafka brokers to connect to [default: 127.0.0.1:9092].",
+)
+topic_prefix_option = click.option(
+    "--topic-prefix",
+    envvar="TRACKERFLOW_TOPIC_PREFIX",
+    show_envvar=True,
+    help="Prefix of trackerflow's topic names [default: trackerflow].",
+)
+quiet_option = click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    envvar="TRACKERFLOW_QUIET",
+    show_envvar=True,
+    help="No progress bar and no summary; only errors and warnings on stderr.",
+)
+
+
+def max_record_bytes_option(
+    help_text: str,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--max-record-bytes`` (shared env var ``TRACKERFLOW_MAX_RECORD_BYTES``)."""
+    return click.option(
+        "--max-record-bytes",
+        type=click.IntRange(min=1),
+        default=DEFAULT_MAX_RECORD_BYTES,
+        show_default=True,
+        envvar="TRACKERFLOW_MAX_RECORD_BYTES",
+        show_envvar=True,
+        help=help_text,
+    )
 
 
 class BadInput(click.ClickException):

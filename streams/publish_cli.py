@@ -22,8 +22,14 @@ from typing import IO
 
 import click
 
-from events import DEFAULT_MAX_RECORD_BYTES, EventError, RecordTooLarge, decode_record, dumps
-from streams.cli_params import BadInput
+from events import EventError, RecordTooLarge, decode_record, dumps
+from streams.cli_params import (
+    BadInput,
+    bootstrap_servers_option,
+    max_record_bytes_option,
+    quiet_option,
+    topic_prefix_option,
+)
 from streams.outputs import OutputFile
 from streams.progress import FileProgress
 from streams.publisher import Encoded, Failure, Publisher, PublishError, PublishReport
@@ -84,25 +90,14 @@ class _Counts:
     required=True,
     type=click.Path(exists=True, dir_okay=False, readable=True, allow_dash=True),
 )
-@click.option(
-    "--bootstrap-servers",
-    metavar="HOST:PORT[,...]",
-    envvar=["TRACKERFLOW_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"],
-    show_envvar=True,
-    help="Kafka brokers to connect to [default: 127.0.0.1:9092].",
-)
+@bootstrap_servers_option
 @click.option(
     "--topic",
     envvar="TRACKERFLOW_PUBLISH_TOPIC",
     show_envvar=True,
     help="Publish to this topic [default: <topic prefix>.events].",
 )
-@click.option(
-    "--topic-prefix",
-    envvar="TRACKERFLOW_TOPIC_PREFIX",
-    show_envvar=True,
-    help="Prefix of trackerflow's topic names [default: trackerflow].",
-)
+@topic_prefix_option
 @click.option(
     "--create-topics/--no-create-topics",
     default=True,
@@ -127,23 +122,8 @@ class _Counts:
     show_envvar=True,
     help="Exit with status 1 if any line was rejected (the good lines are still published).",
 )
-@click.option(
-    "--max-record-bytes",
-    type=click.IntRange(min=1),
-    default=DEFAULT_MAX_RECORD_BYTES,
-    show_default=True,
-    envvar="TRACKERFLOW_MAX_RECORD_BYTES",
-    show_envvar=True,
-    help="Reject input lines (and encoded records) longer than this many bytes.",
-)
-@click.option(
-    "-q",
-    "--quiet",
-    is_flag=True,
-    envvar="TRACKERFLOW_QUIET",
-    show_envvar=True,
-    help="No progress bar and no summary; only errors and warnings on stderr.",
-)
+@max_record_bytes_option("Reject input lines (and encoded records) longer than this many bytes.")
+@quiet_option
 def publish(
     *,
     inputs: tuple[str, ...],

@@ -18,9 +18,9 @@ from typing import IO
 import click
 import yaml
 
-from events import DEFAULT_MAX_RECORD_BYTES, EventError, dumps
+from events import EventError, dumps
 from processors import Domain, EventVerbosity
-from streams.cli_params import BadInput, Timestamp
+from streams.cli_params import BadInput, Timestamp, max_record_bytes_option, quiet_option
 from streams.outputs import OutputFile
 from streams.progress import FileProgress
 from streams.replay import Replay, ReplayOptions, paused_gc
@@ -143,23 +143,8 @@ Exit status: 0 ok, 1 lines were rejected and --strict was given, 2 bad usage or 
     help="A Rasa domain.yml: its slots (with initial values) are the trackers' slots and slot "
     "events for other names are ignored, as in Rasa. Without it any slot name is accepted.",
 )
-@click.option(
-    "--max-record-bytes",
-    type=click.IntRange(min=1),
-    default=DEFAULT_MAX_RECORD_BYTES,
-    show_default=True,
-    envvar="TRACKERFLOW_MAX_RECORD_BYTES",
-    show_envvar=True,
-    help="Reject input lines longer than this many bytes.",
-)
-@click.option(
-    "-q",
-    "--quiet",
-    is_flag=True,
-    envvar="TRACKERFLOW_QUIET",
-    show_envvar=True,
-    help="No progress bar and no summary; only errors and warnings on stderr.",
-)
+@max_record_bytes_option("Reject input lines longer than this many bytes.")
+@quiet_option
 def replay(
     *,
     inputs: tuple[str, ...],

@@ -8,6 +8,7 @@ from typing import Any
 import click
 import orjson
 
+from streams.cli_params import bootstrap_servers_option, topic_prefix_option
 from streams.settings import SettingsError, load_settings
 from streams.topics import Topics
 
@@ -16,19 +17,8 @@ STREAMS = ("signals", "events", "dlq")
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("stream", type=click.Choice(STREAMS), default="signals")
-@click.option(
-    "--bootstrap-servers",
-    metavar="HOST:PORT[,...]",
-    envvar=["TRACKERFLOW_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"],
-    show_envvar=True,
-    help="Kafka bootstrap servers [default: 127.0.0.1:9092].",
-)
-@click.option(
-    "--topic-prefix",
-    envvar="TRACKERFLOW_TOPIC_PREFIX",
-    show_envvar=True,
-    help="Prefix of trackerflow's topic names [default: trackerflow].",
-)
+@bootstrap_servers_option
+@topic_prefix_option
 @click.option(
     "--from-beginning/--from-end",
     default=True,
