@@ -12,6 +12,8 @@ How exactly-once works here (measured with kill -9 on a real broker before it wa
   flushed inside the transaction; relying on them double-counted under kill -9.)
 * Each head stores the last applied offset per source partition, so a record redelivered after a
   crash is skipped: state and signals stay exactly once for ``read_committed`` readers.
+* Known defects (README, "Exactly once"): events are lost when a kill lands during start-up or
+  recovery, or when partitions move between live workers while events stream in.
 """
 
 from __future__ import annotations
