@@ -14,17 +14,23 @@ In one run: start a local broker (``streams.broker``, in a temporary data dir; o
    it produced on the signals topic (read_committed) against an offline fold of the same records;
 4. latency: with the worker caught up, publish ``followup`` events (each makes exactly one
    ``followup_action`` signal, recognised by its action name) at a steady ``--rate`` for
-   ``--seconds`` and time publish -> signal arrival for a read_committed and a read_uncommitted
-   reader of the signals topic.
+   ``--seconds`` and time, per record, publish -> broker ack, publish -> arrival on the events
+   topic (the baseline: what any consumer could see) and publish -> signal arrival for a
+   read_committed and a read_uncommitted reader of the signals topic; p99 per 5 s window too.
 
-The worker commits its transactions at faust's ``broker_commit_interval`` (2.8 s unless
-``--commit-interval`` or ``BROKER_COMMIT_INTERVAL`` says otherwise), so a read_committed reader
-sees a signal only after that commit; the read_uncommitted reader shows the processing latency.
+Each phase also shows who used the CPUs (worker, broker, this process, anything else), so a run
+disturbed by other work on the machine shows it.
+
+The worker commits its transaction every ``TRACKERFLOW_COMMIT_INTERVAL_S`` (``--commit-interval``
+sets it for the worker; faust's own ``BROKER_COMMIT_INTERVAL``, if set, overrides both), so a
+read_committed reader sees a signal only after that commit; the read_uncommitted reader shows the
+processing latency without it.
 
 Targets (issue): (b) at least half of (a); p99 publish -> signal under 50 ms at 1,000 events/s.
 Printed as met / NOT met, never asserted. The output also goes to ``bench/out/bench-pipeline.txt``.
 
     python -m bench.pipeline [--events 500000] [--rate 1000] [--seconds 20] [--commit-interval S]
+                             [--worker-log FILE] [--output FILE]
 """
 
 from __future__ import annotations
@@ -46,11 +52,11 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from aiokafka import AIOKafkaConsumer
@@ -68,9 +74,17 @@ OUT = ROOT / "bench" / "out"
 TARGET_RATIO = 0.5
 TARGET_P99_MS = 50.0
 TARGET_RATE = 1000.0
-FAUST_COMMIT_INTERVAL_S = 2.8  # faust's default broker_commit_interval
 MARK = "utter_bench_"  # action names of the latency phase: MARK + record number
-READERS = ("read_committed", "read_uncommitted")
+READERS = ("read_committed", "read_uncommitted")  # of the signals topic
+ACK_ROW, EVENTS_ROW = "ack", "events"
+LATENCY_ROWS = (ACK_ROW, EVENTS_ROW, *READERS)
+LATENCY_LABELS = {
+    ACK_ROW: "publish -> broker ack (Publisher)",
+    EVENTS_ROW: "publish -> on the events topic (baseline)",
+    "read_committed": "publish -> signal, read_committed",
+    "read_uncommitted": "publish -> signal, read_uncommitted",
+}
+T = TypeVar("T")
 
 
 class BenchError(Exception):
@@ -109,6 +123,39 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}"
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds a process has used so far (NaN if unknown)."""
+    if pid is None:
+        return math.nan
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return math.nan
+
+
+def system_busy() -> float:
+    """CPU seconds all CPUs have been busy since boot (``/proc/stat``; NaN if unknown)."""
+    try:
+        ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return math.nan
+    user, nice, system, _idle, _iowait, irq, softirq, steal = ticks
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_line(phase: str, wall: float, worker: float, broker: float, own: float, busy: float) -> str:
+    """Who used the CPUs during a phase (``broker`` NaN: an external broker, not measured)."""
+    local = not math.isnan(broker)
+    rest = max(0.0, busy - worker - own - (broker if local else 0.0))  # ticks: not exact
+    return (
+        f"CPU during {phase}, {wall:.1f} s wall x {os.cpu_count()} CPUs: worker {worker:.1f} s "
+        f"({worker / wall:.0%} of one CPU), broker "
+        + (f"{broker:.1f} s" if local else "external (not measured)")
+        + f", this process {own:.1f} s, anything else {rest:.1f} s"
+    )
+
+
 def percentile(ordered: list[float], p: float) -> float:
     """Nearest-rank percentile of an ascending list (``p`` in 0..100)."""
     if not ordered:
@@ -129,6 +176,7 @@ class Deployment:
     broker_version: str = ""
     prefix: str = field(default_factory=lambda: f"bench{uuid.uuid4().hex[:10]}")
     worker: subprocess.Popen[bytes] | None = None
+    broker_pid: int | None = None  # of the local broker
     web_port: int = 0
     commit_interval: float | None = None
 
@@ -148,12 +196,24 @@ class Deployment:
         started = time.perf_counter()
         info = broker.start(self.broker_dir, version=version)
         self.bootstrap, self.broker_version = info.bootstrap, f"{version} (local, pid {info.pid})"
+        self.broker_pid = info.pid
         report.progress(f"broker {info.bootstrap} up in {time.perf_counter() - started:.1f} s")
 
     def settings(self) -> Settings:
         return load_settings(
-            bootstrap_servers=self.bootstrap, topic_prefix=self.prefix, app_id=self.prefix
+            bootstrap_servers=self.bootstrap,
+            topic_prefix=self.prefix,
+            app_id=self.prefix,
+            commit_interval_s=self.commit_interval,
         )
+
+    def effective_commit_interval(self, settings: Settings) -> tuple[float, str]:
+        """The worker's commit interval and where it comes from (faust's own environment
+        variable, when set, overrides the value the worker passes)."""
+        faust_env = os.environ.get("BROKER_COMMIT_INTERVAL", "").strip()
+        if faust_env:
+            return float(faust_env), "BROKER_COMMIT_INTERVAL"
+        return settings.commit_interval_s, "TRACKERFLOW_COMMIT_INTERVAL_S"
 
     def start_worker(self) -> None:
         self.web_port = broker.free_port()
@@ -168,7 +228,7 @@ class Deployment:
             "TRACKERFLOW_WEB_PORT": str(self.web_port),
         }
         if self.commit_interval is not None:
-            env["BROKER_COMMIT_INTERVAL"] = str(self.commit_interval)  # read by faust itself
+            env["TRACKERFLOW_COMMIT_INTERVAL_S"] = str(self.commit_interval)
         with self.log_path.open("ab") as log:
             self.worker = subprocess.Popen(
                 [sys.executable, "-m", "streams.worker_cli", "--loglevel", "warning"],
@@ -252,7 +312,7 @@ async def publish_all(settings: Settings, items: list[Encoded]) -> float:
     return took
 
 
-def consumer(settings: Settings, isolation: str, *topics: str, **options: Any) -> Any:
+def consumer(settings: Settings, isolation: str, *topics: str) -> Any:
     """An aiokafka consumer without a group (nothing committed) at the given isolation level."""
     return AIOKafkaConsumer(
         *topics,
@@ -261,7 +321,6 @@ def consumer(settings: Settings, isolation: str, *topics: str, **options: Any) -
         enable_auto_commit=False,
         isolation_level=isolation,
         auto_offset_reset="earliest",
-        **options,
     )
 
 
@@ -293,14 +352,25 @@ class PipelineRun:
     seconds: float = 0.0  # worker start -> all folded
     http_up: float = math.nan  # worker start -> /health answers
     first_fold: float = math.nan  # worker start -> folded > 0
+    worker_cpu: float = math.nan  # CPU seconds the worker used until all folded
+    broker_cpu: float = math.nan  # CPU seconds the local broker used meanwhile
+    own_cpu: float = math.nan  # CPU seconds this process used meanwhile (polling)
+    all_cpu: float = math.nan  # CPU seconds the whole machine was busy meanwhile
     counts: dict[str, int] = field(default_factory=dict)
 
 
 def run_pipeline(deployment: Deployment, total: int, report: Report, stall_s: float) -> PipelineRun:
     """Start the worker and poll ``/health`` until it has folded ``total`` records."""
     result = PipelineRun()
+    broker_cpu, own_cpu, all_cpu = (
+        cpu_seconds(deployment.broker_pid),
+        time.process_time(),
+        system_busy(),
+    )
     started = time.perf_counter()
     deployment.start_worker()
+    assert deployment.worker is not None
+    worker_pid = deployment.worker.pid
     progress_at, last_folded, last_change = started, -1, started
     while True:
         deployment.check_worker()
@@ -315,6 +385,10 @@ def run_pipeline(deployment: Deployment, total: int, report: Report, stall_s: fl
                 result.first_fold = now - started
             if sum(counts.values()) >= total:
                 result.seconds, result.counts = now - started, counts
+                result.worker_cpu = cpu_seconds(worker_pid)
+                result.broker_cpu = cpu_seconds(deployment.broker_pid) - broker_cpu
+                result.own_cpu = time.process_time() - own_cpu
+                result.all_cpu = system_busy() - all_cpu
                 return result
             if folded != last_folded:
                 last_folded, last_change = folded, now
@@ -336,7 +410,14 @@ class LatencyRun:
     sent: int = 0
     measured: int = 0  # records after the warm-up
     achieved_rate: float = 0.0
-    latencies_ms: dict[str, list[float]] = field(default_factory=dict)
+    latencies_ms: dict[str, list[float]] = field(default_factory=dict)  # ascending
+    windows_ms: dict[str, list[float]] = field(default_factory=dict)  # p99 per window, in order
+    window_s: float = 5.0
+    worker_cpu: float = math.nan  # CPU seconds of the worker during the phase
+    broker_cpu: float = math.nan  # of the local broker
+    own_cpu: float = math.nan  # of this process
+    all_cpu: float = math.nan  # CPU seconds the machine was busy during the phase
+    wall: float = math.nan
 
 
 async def _positioned(reader: Any, topic: str, partitions: int) -> None:
@@ -349,20 +430,29 @@ async def _positioned(reader: Any, topic: str, partitions: int) -> None:
         await reader.position(tp)
 
 
-async def _read_signals(reader: Any, arrivals: dict[int, float], stop: asyncio.Event) -> None:
+def _signal_mark(value: dict[str, Any]) -> str | None:
+    return value.get("action") if value.get("signal") == "followup_action" else None
+
+
+def _event_mark(value: dict[str, Any]) -> str | None:
+    return value.get("name") if value.get("event") == "followup" else None
+
+
+async def _read(
+    reader: Any,
+    mark_of: Callable[[dict[str, Any]], str | None],
+    arrivals: dict[int, float],
+    stop: asyncio.Event,
+) -> None:
+    """Note when each marked record first comes out of ``reader``'s ``getmany``."""
     while not stop.is_set():
         batches = await reader.getmany(timeout_ms=50)
         now = time.perf_counter()
         for batch in batches.values():
             for message in batch:
-                value = orjson.loads(message.value)
-                action = value.get("action")
-                if (
-                    value.get("signal") == "followup_action"
-                    and isinstance(action, str)
-                    and action.startswith(MARK)
-                ):
-                    arrivals.setdefault(int(action.removeprefix(MARK)), now)
+                mark = mark_of(orjson.loads(message.value))
+                if isinstance(mark, str) and mark.startswith(MARK):
+                    arrivals.setdefault(int(mark.removeprefix(MARK)), now)
 
 
 async def measure_latency(
@@ -374,22 +464,39 @@ async def measure_latency(
     conversations: int,
     grace: float,
 ) -> LatencyRun:
-    """Publish followups at ``rate`` and time each one's signal at both isolation levels."""
+    """Publish followups at ``rate``; time each one's broker ack, its arrival on the events topic
+    (what any consumer could see: the baseline) and its signal at both isolation levels."""
     topics = Topics.from_settings(settings)
     warm = round(rate * warmup)
     total = warm + round(rate * seconds)
-    arrivals: dict[str, dict[int, float]] = {name: {} for name in READERS}
-    readers = {name: consumer(settings, name) for name in READERS}
+    arrivals: dict[str, dict[int, float]] = {name: {} for name in LATENCY_ROWS}
+    readers = {
+        EVENTS_ROW: (consumer(settings, "read_committed"), topics.events, _event_mark),
+        **{name: (consumer(settings, name), topics.signals, _signal_mark) for name in READERS},
+    }
+    partitions = {
+        topics.events: settings.events_partitions,
+        topics.signals: settings.signals_partitions,
+    }
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
     sent = [math.nan] * total
+    acks = arrivals[ACK_ROW]
     result = LatencyRun(sent=total, measured=total - warm)
+
+    def acked(i: int) -> Callable[[asyncio.Future[Any]], None]:
+        def note(done: asyncio.Future[Any]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                acks.setdefault(i, time.perf_counter())
+
+        return note
+
     try:
-        for reader in readers.values():
-            await _positioned(reader, topics.signals, settings.signals_partitions)
+        for reader, topic, _ in readers.values():
+            await _positioned(reader, topic, partitions[topic])
         tasks = [
-            asyncio.create_task(_read_signals(readers[name], arrivals[name], stop))
-            for name in READERS
+            asyncio.create_task(_read(reader, mark_of, arrivals[name], stop))
+            for name, (reader, _, mark_of) in readers.items()
         ]
         async with Publisher(settings) as publisher:
             await asyncio.sleep(0.5)  # the readers' first fetches are under way
@@ -400,7 +507,8 @@ async def measure_latency(
                     await asyncio.sleep(delay)
                 event = {"event": "followup", "name": f"{MARK}{i}", "timestamp": time.time()}
                 sent[i] = time.perf_counter()
-                await publisher.publish(event, f"bench-latency-{i % conversations:05d}")
+                delivery = await publisher.publish(event, f"bench-latency-{i % conversations:05d}")
+                delivery.add_done_callback(acked(i))
             if total > warm + 1:
                 result.achieved_rate = (total - warm - 1) / (sent[-1] - sent[warm])
         deadline = time.perf_counter() + grace
@@ -411,13 +519,21 @@ async def measure_latency(
         for task in tasks:
             with contextlib.suppress(Exception):
                 await task
-        for reader in readers.values():
+        for reader, _, _ in readers.values():
             await reader.stop()
-    for name in READERS:
+    per_window = max(1, round(rate * result.window_s))
+    for name in LATENCY_ROWS:
         got = arrivals[name]
         result.latencies_ms[name] = sorted(
             (got[i] - sent[i]) * 1000 for i in range(warm, total) if i in got
         )
+        result.windows_ms[name] = [
+            percentile(sorted((got[i] - sent[i]) * 1000 for i in window if i in got), 99)
+            for window in (
+                range(start, min(start + per_window, total))
+                for start in range(warm, total, per_window)
+            )
+        ]
     return result
 
 
@@ -439,7 +555,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--commit-interval",
         type=float,
-        help="the worker's faust broker_commit_interval in s (default: faust's, 2.8)",
+        help="the worker's TRACKERFLOW_COMMIT_INTERVAL_S (default: the environment's or 0.1)",
     )
     parser.add_argument(
         "--stall", type=float, default=180.0, help="give up after this long without progress (180)"
@@ -450,12 +566,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--output", type=Path, default=OUT / "bench-pipeline.txt", help="also write output here"
     )
+    parser.add_argument("--worker-log", type=Path, help="keep a copy of the worker's log here")
     args = parser.parse_args(argv)
     if args.events < 1 or args.rate <= 0 or args.seconds <= 0 or args.conversations < 1:
         parser.error("--events, --rate, --seconds and --conversations must be positive")
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     report = Report()
+    previous_int = signal.getsignal(signal.SIGINT)
     previous = signal.signal(signal.SIGTERM, _terminate)
     tmp = Path(tempfile.mkdtemp(prefix="trackerflow-bench-"))
     deployment = Deployment(tmp, commit_interval=args.commit_interval)
@@ -469,16 +587,44 @@ def main(argv: list[str] | None = None) -> int:
         report.say("\ninterrupted")
         status = 130
     finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):  # cleaning up is bounded: let it finish
+            signal.signal(sig, signal.SIG_IGN)
         with _cleanup_step(report, "stopping the worker"):
             deployment.stop_worker()
         with _cleanup_step(report, "stopping the broker"):
             deployment.stop_broker()
+        if args.worker_log is not None and deployment.log_path.is_file():
+            with _cleanup_step(report, "copying the worker log"):
+                shutil.copyfile(deployment.log_path, args.worker_log)
         shutil.rmtree(tmp, ignore_errors=True)
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
         if report.lines:
             report.save(args.output)
             print(f"(saved to {args.output})", file=sys.stderr)
     return status
+
+
+def run_async(phase: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(phase)``, where SIGTERM cancels the phase like Ctrl-C does (so its
+    clients close) and then raises KeyboardInterrupt."""
+
+    async def guarded() -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        previous = signal.getsignal(signal.SIGTERM)
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        try:
+            return await phase
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)  # which sets SIG_DFL
+            signal.signal(signal.SIGTERM, previous)
+
+    try:
+        return asyncio.run(guarded())
+    except asyncio.CancelledError:
+        raise KeyboardInterrupt from None
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
@@ -511,27 +657,33 @@ def run(args: argparse.Namespace, deployment: Deployment, report: Report) -> Non
     topics = Topics.from_settings(settings)
     ensure_topics(settings)
 
-    publish_s = asyncio.run(publish_all(settings, items))
+    publish_s = run_async(publish_all(settings, items))
     report.progress(f"published {total:,} records in {publish_s:.1f} s")
     del items
-    raw_count, raw_s = asyncio.run(count_topic(settings, topics.events, lambda n: n >= total, 30))
+    raw_count, raw_s = run_async(count_topic(settings, topics.events, lambda n: n >= total, 30))
     if raw_count < total:
         raise BenchError(f"the raw consumer read only {raw_count:,} of {total:,} records")
     report.progress(f"raw consume: {total:,} records in {raw_s:.1f} s")
 
     pipe = run_pipeline(deployment, total, report, args.stall)
     report.progress(f"worker folded {total:,} records in {pipe.seconds:.1f} s")
-    interval = args.commit_interval or float(
-        os.environ.get("BROKER_COMMIT_INTERVAL", FAUST_COMMIT_INTERVAL_S)
-    )
+    interval, interval_from = deployment.effective_commit_interval(settings)
     wanted = math.inf if expected is None else expected  # unknown: read until idle
-    signals, _ = asyncio.run(
+    signals, _ = run_async(
         count_topic(settings, topics.signals, lambda n: n >= wanted, idle_s=max(10.0, 3 * interval))
     )
     report.progress(f"{signals:,} signals on {topics.signals}")
 
     report.progress(f"latency: {args.rate:,.0f} events/s for {args.warmup + args.seconds:.0f} s")
-    latency = asyncio.run(
+    assert deployment.worker is not None
+    worker_cpu, broker_cpu, own_cpu, all_cpu, started = (
+        cpu_seconds(deployment.worker.pid),
+        cpu_seconds(deployment.broker_pid),
+        time.process_time(),
+        system_busy(),
+        time.perf_counter(),
+    )
+    latency = run_async(
         measure_latency(
             settings,
             rate=args.rate,
@@ -541,6 +693,11 @@ def run(args: argparse.Namespace, deployment: Deployment, report: Report) -> Non
             grace=2 * interval + 10,
         )
     )
+    latency.wall = time.perf_counter() - started
+    latency.worker_cpu = cpu_seconds(deployment.worker.pid) - worker_cpu
+    latency.broker_cpu = cpu_seconds(deployment.broker_pid) - broker_cpu
+    latency.own_cpu = time.process_time() - own_cpu
+    latency.all_cpu = system_busy() - all_cpu
     deployment.check_worker()
 
     # -- the report --
@@ -551,7 +708,7 @@ def run(args: argparse.Namespace, deployment: Deployment, report: Report) -> Non
     say(
         f"N = {total:,} events in {conversations:,} interleaved conversations (bench.generate, "
         f"seed {args.seed}); {settings.events_partitions} events partitions; "
-        f"worker commit interval {interval:g} s"
+        f"worker commit interval {interval:g} s ({interval_from})"
     )
     say()
     say(f"{'measurement':56} {'events':>9} {'seconds':>8} {'events/s':>10}")
@@ -569,6 +726,7 @@ def run(args: argparse.Namespace, deployment: Deployment, report: Report) -> Non
         f"{total / after:>10,.0f}")  # fmt: skip
     others = {k: v for k, v in pipe.counts.items() if k != "folded" and v}
     say(f"worker /health records: {pipe.counts}" + (f" (not folded: {others})" if others else ""))
+    say(cpu_line("(b)", pipe.seconds, pipe.worker_cpu, pipe.broker_cpu, pipe.own_cpu, pipe.all_cpu))
     check = "" if expected is None else f"; the offline fold of the same records gives {expected:,}"
     verdict = "" if expected is None else (" (match)" if signals == expected else " (MISMATCH)")
     say(f"signals on {topics.signals} (read_committed): {signals:,}{check}{verdict}")
@@ -581,16 +739,33 @@ def run(args: argparse.Namespace, deployment: Deployment, report: Report) -> Non
         f"over {args.conversations:,} conversations for {args.seconds:g} s after "
         f"{args.warmup:g} s of warm-up;"
     )
-    say("publish call -> signal returned by the reader's getmany, same process and clock")
-    say(f"{'signals reader':20} {'arrived':>15} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9} "
-        f"{'max ms':>9}")  # fmt: skip
+    say(
+        "from the publish call to the ack callback / the reader's getmany returning the record "
+        "(same process and clock)"
+    )
+    say(f"{'latency':42} {'arrived':>15} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+        f"{'max ms':>8}")  # fmt: skip
     p99s: dict[str, float] = {}
-    for name in READERS:
+    for name in LATENCY_ROWS:
         values = latency.latencies_ms[name]
         p99s[name] = percentile(values, 99)
         arrived = f"{len(values):,}/{latency.measured:,}"
-        cells = " ".join(f"{percentile(values, p):>9.1f}" for p in (50, 95, 99, 100))
-        say(f"{name:20} {arrived:>15} {cells}")
+        cells = " ".join(f"{percentile(values, p):>8.1f}" for p in (50, 95, 99, 100))
+        say(f"{LATENCY_LABELS[name]:42} {arrived:>15} {cells}")
+    say(f"p99 ms per {latency.window_s:g} s window:")
+    for name in LATENCY_ROWS:
+        shown = ", ".join(f"{v:,.0f}" for v in latency.windows_ms[name])
+        say(f"  {LATENCY_LABELS[name]:42} {shown}")
+    say(
+        cpu_line(
+            "the latency phase",
+            latency.wall,
+            latency.worker_cpu,
+            latency.broker_cpu,
+            latency.own_cpu,
+            latency.all_cpu,
+        )
+    )
     say()
     say("targets:")
     met = "met" if ratio >= TARGET_RATIO else "NOT met"
