@@ -232,8 +232,8 @@ def test_tail_prints_committed_records_as_json_lines(run: Run) -> None:
 @pytest.mark.xfail(
     reason="known defect, issue 3 open: when partitions move between live workers while events "
     "stream in, faust commits source offsets whose table writes were aborted, and the offset "
-    "dedupe then skips the redelivered records (events lost); crash-restart of a single worker "
-    "and takeover after the stream settled are exact (tests above)",
+    "dedupe then skips the redelivered records (events lost); takeover after the stream settled "
+    "is exact (tests/streams/test_worker_http.py)",
     strict=False,
 )
 def test_workers_joining_and_dying_mid_stream_keep_exactly_once(run: Run) -> None:
