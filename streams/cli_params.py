@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any
 
 import click
 
 from events.wire import DEFAULT_MAX_RECORD_BYTES
+from streams.outputs import OutputFile
 
 bootstrap_servers_option = click.option(
     "--bootstrap-servers",
@@ -81,3 +83,24 @@ class Timestamp(click.ParamType):
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
         return moment.timestamp()
+
+
+@contextlib.contextmanager
+def writable(path: str | None, option: str) -> Iterator[IO[bytes] | None]:
+    """An :class:`OutputFile`, with an unwritable destination reported as a usage error."""
+    output = OutputFile(path)
+    try:
+        stream = output.__enter__()
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise click.BadParameter(f"cannot write {path!r}: {reason}", param_hint=option) from None
+    try:
+        yield stream
+    except BaseException as error:
+        output.__exit__(type(error), error, error.__traceback__)
+        raise
+    output.__exit__(None, None, None)
+
+
+def count(number: int, noun: str) -> str:
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"

@@ -12,7 +12,6 @@ usage, bad settings or an unreadable input.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sys
 import time
@@ -26,11 +25,12 @@ from events import EventError, RecordTooLarge, decode_record, dumps
 from streams.cli_params import (
     BadInput,
     bootstrap_servers_option,
+    count,
     max_record_bytes_option,
     quiet_option,
     topic_prefix_option,
+    writable,
 )
-from streams.outputs import OutputFile
 from streams.progress import FileProgress
 from streams.publisher import Encoded, Failure, Publisher, PublishError, PublishReport
 from streams.replay import Reject
@@ -181,7 +181,7 @@ def _publish_inputs(
 ) -> PublishReport:
     """Publish every input; the rejects file is written even when publishing stops early."""
     with (
-        _writable(rejects, "--rejects") as reject_out,
+        writable(rejects, "--rejects") as reject_out,
         FileProgress(enabled=not quiet, total_bytes=total) as progress,
     ):
         run = _Run(settings, topic, counts, progress, reject_out)
@@ -296,40 +296,19 @@ def _input_size(inputs: tuple[str, ...]) -> int | None:
     return total
 
 
-@contextlib.contextmanager
-def _writable(path: str | None, option: str) -> Iterator[IO[bytes] | None]:
-    """An :class:`OutputFile`, with an unwritable destination reported as a usage error."""
-    output = OutputFile(path)
-    try:
-        stream = output.__enter__()
-    except OSError as error:
-        reason = error.strerror or str(error)
-        raise click.BadParameter(f"cannot write {path!r}: {reason}", param_hint=option) from None
-    try:
-        yield stream
-    except BaseException as error:
-        output.__exit__(type(error), error, error.__traceback__)
-        raise
-    output.__exit__(None, None, None)
-
-
-def _count(number: int, noun: str) -> str:
-    return f"{number:,} {noun}{'' if number == 1 else 's'}"
-
-
 def _summary(
     report: PublishReport, counts: _Counts, topic: str, inputs: int, elapsed: float
 ) -> str:
     """The one-line report printed at the end."""
     rate = report.published / elapsed if elapsed > 0 else 0.0
     parts = [
-        f"published {_count(report.published, 'event')} of "
-        f"{_count(len(counts.conversations), 'conversation')} to {topic!r} "
-        f"from {_count(inputs, 'input')}",
-        f"{_count(counts.rejected, 'line')} rejected",
+        f"published {count(report.published, 'event')} of "
+        f"{count(len(counts.conversations), 'conversation')} to {topic!r} "
+        f"from {count(inputs, 'input')}",
+        f"{count(counts.rejected, 'line')} rejected",
     ]
     if report.failed:
-        parts.append(f"{_count(report.failed, 'record')} not published")
+        parts.append(f"{count(report.failed, 'record')} not published")
     parts.append(f"{elapsed:.2f} s ({rate:,.0f} events/s)")
     return "; ".join(parts)
 

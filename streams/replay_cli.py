@@ -8,10 +8,8 @@ Exit codes: 0 done; 1 ``--strict`` saw rejected lines; 2 bad usage or unreadable
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
@@ -20,8 +18,14 @@ import yaml
 
 from events import EventError, dumps
 from processors import Domain, EventVerbosity
-from streams.cli_params import BadInput, Timestamp, max_record_bytes_option, quiet_option
-from streams.outputs import OutputFile
+from streams.cli_params import (
+    BadInput,
+    Timestamp,
+    count,
+    max_record_bytes_option,
+    quiet_option,
+    writable,
+)
 from streams.progress import FileProgress
 from streams.replay import Replay, ReplayOptions, paused_gc
 from streams.sources import STDIN, InputError, Source
@@ -205,9 +209,9 @@ def _replay(
     total = _input_size(inputs)
     replay = Replay(options)
     with (
-        _writable(output, "--output") as out,
-        _writable(stories, "--stories") as story_out,
-        _writable(rejects, "--rejects") as reject_out,
+        writable(output, "--output") as out,
+        writable(stories, "--stories") as story_out,
+        writable(rejects, "--rejects") as reject_out,
         FileProgress(enabled=not quiet, total_bytes=total) as progress,
     ):
         try:
@@ -267,35 +271,14 @@ def _input_size(inputs: tuple[str, ...]) -> int | None:
     return sum(size for size in sizes if size is not None)
 
 
-@contextlib.contextmanager
-def _writable(path: str | None, option: str) -> Iterator[IO[bytes] | None]:
-    """An :class:`OutputFile`, with an unwritable destination reported as a usage error."""
-    output = OutputFile(path)
-    try:
-        stream = output.__enter__()
-    except OSError as error:
-        reason = error.strerror or str(error)
-        raise click.BadParameter(f"cannot write {path!r}: {reason}", param_hint=option) from None
-    try:
-        yield stream
-    except BaseException as error:
-        output.__exit__(type(error), error, error.__traceback__)
-        raise
-    output.__exit__(None, None, None)
-
-
-def _count(number: int, noun: str) -> str:
-    return f"{number:,} {noun}{'' if number == 1 else 's'}"
-
-
 def _summary(replay: Replay, files: int, folding: float, elapsed: float) -> str:
     """The one-line report printed at the end."""
     counts = replay.counts
     rate = counts.events / folding if folding > 0 else 0.0
     parts = [
-        f"replayed {_count(counts.events, 'event')} into "
-        f"{_count(len(replay.trackers), 'conversation')} from {_count(files, 'input')}",
-        f"{_count(counts.rejected, 'line')} rejected",
+        f"replayed {count(counts.events, 'event')} into "
+        f"{count(len(replay.trackers), 'conversation')} from {count(files, 'input')}",
+        f"{count(counts.rejected, 'line')} rejected",
     ]
     if counts.skipped:
         parts.append(f"{counts.skipped:,} records of other conversations skipped")
