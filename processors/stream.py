@@ -3,7 +3,7 @@
 Rules of this module (the shell owns the IO; this module owns the decisions):
 
 * The shell hands over each record of the events topic (``Inbound``) and two key-value stores it
-  keeps durable (faust tables with changelogs in the worker, dicts in tests):
+  keeps durable (dicts backed by changelog topics in the worker, plain dicts in tests):
   ``heads`` — conversation id -> compact head (a JSON-ready dict whose size does not grow with the
   conversation), and ``history`` — ``history_key(conversation, seq)`` -> one encoded event.
 * ``process`` returns an ``Outcome``: the record was folded (with its signals), skipped as a
@@ -11,6 +11,9 @@ Rules of this module (the shell owns the IO; this module owns the decisions):
   no key: the shell forwards it under its ``sender_id``), or dead (it cannot be decoded; the shell
   sends the original bytes and the reason to the dead-letter topic). Every record is exactly one
   of these, so records in = folded + skipped + re-keyed + dead.
+* Heads are written at ``flush`` (the shell calls it before it persists a batch): a
+  conversation's ``state`` is computed once per batch, not once per event. Until then the
+  folder keeps the changed heads itself, so deduplication and rebuilding already see them.
 * Trackers are cached in memory (least recently used first out). A conversation that is not
   cached is rebuilt once from its history, the only replay this module does.
 * Time: a record's missing timestamp is the broker's record time, so a replay decodes the same.
@@ -84,6 +87,7 @@ class StreamFolder:
         self.max_record_bytes = max_record_bytes
         self.cache_size = cache_size
         self._cache: OrderedDict[str, tuple[int, DialogueStateTracker]] = OrderedDict()
+        self._live: dict[str, Head] = {}  # folded since the last flush; no "state" yet
 
     def process(self, record: Inbound) -> Outcome:
         """Fold one record (see the module rules for the four outcomes)."""
@@ -112,27 +116,54 @@ class StreamFolder:
         return self._fold(decoded.sender_id, decoded.event, source)
 
     def _fold(self, conversation_id: str, event: Any, source: Source) -> Outcome:
-        head = self.heads.get(conversation_id)
-        offsets: dict[str, int] = {} if head is None else dict(head["offsets"])
+        head = self._live.get(conversation_id)
+        if head is None:
+            stored = self.heads.get(conversation_id)
+            head = (
+                {"count": 0, "offsets": {}, "signals": list(SignalState())}
+                if stored is None
+                else {
+                    "count": stored["count"],
+                    "offsets": dict(stored["offsets"]),
+                    "signals": stored["signals"],
+                }
+            )
         partition_key = f"{source.topic}:{source.partition}"
-        if offsets.get(partition_key, -1) >= source.offset:
+        if head["offsets"].get(partition_key, -1) >= source.offset:
             return Outcome("skipped", source, conversation_id)
         tracker = self.tracker(conversation_id, partition=source.partition)
-        count = 0 if head is None else int(head["count"])
+        count = int(head["count"])
         tracker.update(event)
         self.history[history_key(conversation_id, count)] = dumps(encode_event(event))
-        memory = SignalState(*head["signals"]) if head is not None else SignalState()
         memory, signals = decide(
-            conversation_id, memory, event, tracker.paused, tracker.followup_action, source
+            conversation_id,
+            SignalState(*head["signals"]),
+            event,
+            tracker.paused,
+            tracker.followup_action,
+            source,
         )
-        offsets[partition_key] = source.offset
-        self.heads[conversation_id] = {
-            "count": count + 1,
-            "offsets": offsets,
-            "signals": list(memory),
-            "state": tracker.current_state(),
-        }
+        head["count"] = count + 1
+        head["offsets"][partition_key] = source.offset
+        head["signals"] = list(memory)
+        self._live[conversation_id] = head
         return Outcome("folded", source, conversation_id, signals)
+
+    def flush(self) -> list[str]:
+        """Write the head of every conversation folded since the last flush to ``heads`` (its
+        ``state`` computed once, however many of its events were folded); return their ids."""
+        done = list(self._live)
+        for conversation_id in done:
+            head = self._live[conversation_id]
+            head["state"] = self.tracker(conversation_id).current_state()
+            self.heads[conversation_id] = head
+        self._live.clear()
+        return done
+
+    def discard(self) -> None:
+        """Drop unflushed heads and every cached tracker (the shell rolls its stores back)."""
+        self._live.clear()
+        self._cache.clear()
 
     def tracker(self, conversation_id: str, *, partition: int = -1) -> DialogueStateTracker:
         """The conversation's tracker, from the cache or rebuilt from its history."""
@@ -141,7 +172,7 @@ class StreamFolder:
             self._cache.move_to_end(conversation_id)
             return cached[1]
         tracker = DialogueStateTracker(conversation_id, self.domain)
-        head = self.heads.get(conversation_id)
+        head = self._live.get(conversation_id) or self.heads.get(conversation_id)
         for seq in range(0 if head is None else int(head["count"])):
             tracker.update(decode_event(self.history[history_key(conversation_id, seq)]))
         self._cache[conversation_id] = (partition, tracker)

@@ -38,7 +38,6 @@ from events import DEFAULT_MAX_RECORD_BYTES, TrackerflowError
 ENV_PREFIX: Final = "TRACKERFLOW_"
 SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SASL_PLAINTEXT", "SSL", "SASL_SSL")
 SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
-STORE_SCHEMES: Final = ("memory", "rocksdb", "rocksdict")
 RASA_ENVIRONMENT_NOT_SET: Final = "RASA_ENVIRONMENT_NOT_SET"
 MiB: Final = 1 << 20
 DAY_MS: Final = 86_400_000
@@ -122,11 +121,12 @@ class Settings(BaseSettings):
     )
 
     # -- worker -----------------------------------------------------------------------------
-    app_id: str = Field("trackerflow", min_length=1, description="faust app id / consumer group")
-    store: str = Field(
-        "memory://", description="table store: memory:// (tests) or rocksdb:// (production)"
+    app_id: str = Field(
+        "trackerflow",
+        min_length=1,
+        description="consumer group of the workers; prefixes changelog topics and "
+        "transactional ids",
     )
-    data_dir: Path = Field(Path(".trackerflow"), description="where the worker keeps local state")
 
     # -- HTTP API ---------------------------------------------------------------------------
     web_host: str = Field("127.0.0.1", min_length=1, description="address the HTTP API binds")
@@ -137,12 +137,12 @@ class Settings(BaseSettings):
     )
     jwt_method: JwtMethod = Field("HS256", description="JWT signature algorithm")
     max_body_bytes: int = Field(MiB, ge=1, description="largest HTTP request body accepted")
-    commit_interval_s: float = Field(
-        0.1,
-        gt=0,
-        le=60,
-        description="how often the worker commits its transaction (signals become visible to "
-        "read_committed readers then): lower means lower latency, higher fewer commits",
+    max_batch_records: int = Field(
+        2000,
+        ge=1,
+        le=100_000,
+        description="most records the worker folds and commits in one transaction per "
+        "partition (a batch is what has arrived, so a quiet stream commits record by record)",
     )
 
     @field_validator("bootstrap_servers")
@@ -185,15 +185,6 @@ class Settings(BaseSettings):
                 "must be 1 to 241 characters of letters, digits, '.', '_' and '-' "
                 f"(it starts Kafka topic names), got {value!r}"
             )
-        return value
-
-    @field_validator("store")
-    @classmethod
-    def _check_store(cls, value: str) -> str:
-        scheme, sep, _ = value.partition("://")
-        if not sep or scheme not in STORE_SCHEMES:
-            allowed = ", ".join(f"{s}://" for s in STORE_SCHEMES)
-            raise ValueError(f"must be a faust store URL ({allowed}), got {value!r}")
         return value
 
     @model_validator(mode="after")

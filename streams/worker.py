@@ -1,210 +1,617 @@
-"""The worker: a faust app that folds the events topic into trackers, exactly once.
+"""The worker: folds the events topic into trackers with Kafka transactions, exactly once.
 
-How exactly-once works here (measured with kill -9 on a real broker before it was built):
+How exactly-once works (proven by the kill -9 and rebalance tests in tests/streams/):
 
-* faust runs the consumer group, one transactional producer per source partition
-  (``processing_guarantee="exactly_once"``) and restores tables from their changelogs.
-* Every record goes through ``processors.stream.StreamFolder``. Its state lives in two faust
-  tables, ``heads`` (conversation -> compact head) and ``history`` (conversation + seq -> event),
-  but the worker writes their changelog records itself, awaited, through the transactional producer
-  of the source partition — together with the record's signals, dead letter or re-keyed copy — so
-  all of them commit or abort with the source offset. (faust's own table changelog writes are not
-  flushed inside the transaction; relying on them double-counted under kill -9.)
-* Each head stores the last applied offset per source partition, so a record redelivered after a
-  crash is skipped: state and signals stay exactly once for ``read_committed`` readers.
-* Known defects (README, "Exactly once"): events are lost when a kill lands during start-up or
-  recovery, or when partitions move between live workers while events stream in.
+* The worker is a member of the consumer group ``app_id`` (``read_committed``) on the events topic
+  and the internal re-keyed topic. Both have the same partitions, and the range assignor gives
+  partition ``p`` of both to one worker, so every conversation has one owner.
+* State partition ``p`` (heads and history, ``processors.stream.StreamFolder`` over dicts) is
+  backed by partition ``p`` of two compacted changelog topics. Each owned partition has its own
+  transactional producer, ``transactional.id = <app_id>-<p>``. A batch of records of partition
+  ``p`` is folded, and in ONE transaction of that producer go: the changed heads and the new
+  history records (changelogs), the signals, the dead letters, the re-keyed copies, and the
+  consumer offsets. They commit together or not at all.
+* On assignment the worker starts the partition's producer first. Its ``InitProducerId`` fences
+  any earlier owner (a zombie, or the process killed a moment ago) and aborts its open
+  transaction. Only then does it read the changelog partitions (``read_committed``, up to the
+  last stable offset) into memory and seek to the committed offsets. State and position are
+  therefore always from the same committed transactions.
+* Each head also stores the last applied offset per source partition, so a record delivered
+  again (an offset commit that lost a race with a rebalance) is skipped, never applied twice.
+* If a transaction fails, the partition is rolled back: its state is re-read from the changelog
+  and the consumer seeks back to the committed offsets.
+
+faust-streaming was the first engine; its exactly-once mode lost and duplicated events under
+kill -9 and rebalances (signals outside the transaction, faust-streaming issue 177; table writes
+committed apart from their offsets), so the worker drives aiokafka, faust's own Kafka client,
+directly.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
-from collections.abc import Callable, Iterator, MutableMapping
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from dataclasses import dataclass, field
 from typing import Any
 
-import faust
 import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.protocol import (
+    ConsumerProtocolMemberAssignment,
+    ConsumerProtocolMemberMetadata,
+)
+from aiokafka.errors import KafkaError
+from aiokafka.partitioner import murmur2
 
+from events.errors import EventError
 from events.wire import dumps
 from processors.domain import Domain
+from processors.signals import Source
 from processors.stream import Head, Inbound, Outcome, StreamFolder
-from streams.settings import Settings, ssl_context
-from streams.topics import Topics
+from streams.settings import Settings, kafka_client_config
+from streams.topics import Topics, changelog_topics
 
 log = logging.getLogger("trackerflow.worker")
 
+MAX_BATCH_BYTES = 512 * 1024  # producer batches; changelog topics accept 1 MiB records
+RETRY_S = 1.0
+GC_YOUNG_THRESHOLD = 50_000  # allocations between young collections (Python's default: 700)
 
-class TableStore(MutableMapping[str, Any]):
-    """A ``StreamFolder`` store over a faust table's local data that queues changelog writes.
 
-    Values are encoded with ``encode``; decoded values are cached until ``clear_cache``.
+def partition_for(key: bytes, partitions: int) -> int:
+    """Kafka's default partitioner (murmur2, as the Java client and aiokafka use)."""
+    hashed: int = murmur2(key)
+    return (hashed & 0x7FFFFFFF) % partitions
+
+
+class OwnerAssignor(RangePartitionAssignor):  # type: ignore[misc]
+    """Kafka's range assignment, plus which worker URL owns which partition (for routing).
+
+    Each member sends its HTTP URL in its subscription; the group leader sends the complete
+    partition -> URL map back to every member with its assignment.
     """
 
-    def __init__(
-        self, table: Any, encode: Callable[[Any], bytes], decode: Callable[[bytes], Any]
-    ) -> None:
-        self.table = table
+    name = "trackerflow-range"
+    version = 0
+
+    def __init__(self, url: str, topic: str) -> None:
+        self.url = url
+        self.topic = topic
+        self.owners: dict[int, str] = {}
+
+    def metadata(self, topics: Iterable[str]) -> ConsumerProtocolMemberMetadata:
+        return ConsumerProtocolMemberMetadata(
+            self.version, list(topics), orjson.dumps({"url": self.url})
+        )
+
+    def assign(
+        self, cluster: Any, members: Mapping[str, ConsumerProtocolMemberMetadata]
+    ) -> dict[str, ConsumerProtocolMemberAssignment]:
+        assignments = RangePartitionAssignor.assign(cluster, members)
+        owners: dict[str, str] = {}
+        for member, assignment in assignments.items():
+            url = _url_of(members[member].user_data)
+            for topic, partitions in assignment.assignment:
+                if topic == self.topic:
+                    owners.update((str(p), url) for p in partitions)
+        shared = orjson.dumps(owners)
+        return {
+            member: ConsumerProtocolMemberAssignment(self.version, a.assignment, shared)
+            for member, a in assignments.items()
+        }
+
+    def on_assignment(self, assignment: ConsumerProtocolMemberAssignment) -> None:
+        try:
+            owners = orjson.loads(assignment.user_data or b"{}")
+            self.owners = {int(p): str(url) for p, url in owners.items()}
+        except (orjson.JSONDecodeError, ValueError, AttributeError):
+            log.warning("the group leader sent no owner map; requests will not be routed")
+            self.owners = {}
+
+
+def _url_of(user_data: bytes | None) -> str:
+    try:
+        return str(orjson.loads(user_data or b"{}").get("url", ""))
+    except (orjson.JSONDecodeError, AttributeError):
+        return ""
+
+
+class ChangeStore(MutableMapping[str, Any]):
+    """A dict that remembers what changed since the last ``drain`` (its changelog records)."""
+
+    def __init__(self, encode: Any) -> None:
+        self.data: dict[str, Any] = {}
+        self.changed: dict[str, Any] = {}
         self.encode = encode
-        self.decode = decode
-        self.pending: list[tuple[bytes, bytes]] = []
-        self._decoded: dict[str, Any] = {}
 
     def __getitem__(self, key: str) -> Any:
-        found = self._decoded.get(key)
-        if found is None:
-            found = self.decode(self.table.data[key.encode()])
-            self._decoded[key] = found
-        return found
+        return self.data[key]
 
     def __setitem__(self, key: str, value: Any) -> None:
-        raw_key, raw = key.encode(), self.encode(value)
-        self.table.data[raw_key] = raw
-        self._decoded[key] = value
-        self.pending.append((raw_key, raw))
+        self.data[key] = value
+        self.changed[key] = value
 
     def __delitem__(self, key: str) -> None:
-        raise NotImplementedError("trackerflow never deletes from a table store")
+        raise NotImplementedError("trackerflow never deletes from a state store")
 
     def __iter__(self) -> Iterator[str]:
-        return (key.decode() for key in self.table.data)
+        return iter(self.data)
 
     def __len__(self) -> int:
-        return len(self.table.data)
+        return len(self.data)
 
     def get(self, key: str, default: Any = None) -> Any:
-        try:
-            return self[key]
-        except KeyError:
-            return default
+        return self.data.get(key, default)
 
     def drain(self) -> list[tuple[bytes, bytes]]:
-        pending, self.pending = self.pending, []
-        return pending
+        """The changelog records of what changed (the last value per key), and forget them."""
+        changed, self.changed = self.changed, {}
+        encode = self.encode
+        return [(key.encode(), encode(value)) for key, value in changed.items()]
 
-    def clear_cache(self) -> None:
-        self._decoded.clear()
+    def load(self, key: bytes, value: bytes, decode: Any) -> None:
+        """Restore one changelog record (not a change)."""
+        self.data[key.decode()] = decode(value)
+
+
+@dataclass
+class Partition:
+    """One owned state partition: its stores, folder, producer and committed positions."""
+
+    number: int
+    heads: ChangeStore
+    history: ChangeStore
+    folder: StreamFolder
+    producer: AIOKafkaProducer | None = None
+    committed: dict[TopicPartition, int] = field(default_factory=dict)
+    # fetched records waiting for the partition's next transaction, in order per topic partition
+    pending: dict[TopicPartition, list[Any]] = field(default_factory=dict)
+    waiting: int = 0
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    closing: bool = False
+    failed: BaseException | None = None
+    task: asyncio.Task[None] | None = None
+    # the next offset to hand on per topic partition: a fetch started before the worker's seek
+    # repeats records (the heads' offsets would skip them; this drops them before decoding)
+    next_offset: dict[TopicPartition, int] = field(default_factory=dict)
+
+    def put(self, tp: TopicPartition, messages: list[Any]) -> None:
+        first = self.next_offset.get(tp, -1)
+        if messages[0].offset < first:
+            messages = [m for m in messages if m.offset >= first]
+            if not messages:
+                return
+        self.next_offset[tp] = messages[-1].offset + 1
+        self.pending.setdefault(tp, []).extend(messages)
+        self.waiting += len(messages)
+        self.wakeup.set()
+
+    def take(self, limit: int) -> list[tuple[TopicPartition, list[Any]]]:
+        """Up to ``limit`` waiting records (whole topic partitions first, in order)."""
+        taken: list[tuple[TopicPartition, list[Any]]] = []
+        for tp in list(self.pending):
+            if limit <= 0:
+                break
+            messages = self.pending[tp]
+            head, rest = messages[:limit], messages[limit:]
+            taken.append((tp, head))
+            limit -= len(head)
+            self.waiting -= len(head)
+            if rest:
+                self.pending[tp] = rest
+            else:
+                del self.pending[tp]
+        return taken
+
+
+class Outbox:
+    """Records to write in one transaction, grouped by topic partition (order kept)."""
+
+    def __init__(self) -> None:
+        self.records: dict[tuple[str, int], list[tuple[bytes | None, bytes, Any]]] = defaultdict(
+            list
+        )
+
+    def add(
+        self, topic: str, partition: int, key: bytes | None, value: bytes, headers: Any = None
+    ) -> None:
+        self.records[(topic, partition)].append((key, value, headers))
+
+    async def send(self, producer: AIOKafkaProducer) -> list[asyncio.Future[Any]]:
+        futures: list[asyncio.Future[Any]] = []
+        for (topic, partition), records in self.records.items():
+            batch = producer.create_batch()
+            for key, value, headers in records:
+                if batch.append(key=key, value=value, timestamp=None, headers=headers or []):
+                    continue
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = producer.create_batch()
+                if batch.append(key=key, value=value, timestamp=None, headers=headers or []):
+                    continue
+                # a single record larger than a batch goes on its own
+                futures.append(
+                    await producer.send(topic, value, key=key, partition=partition, headers=headers)
+                )
+            if batch.record_count():
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+        return futures
 
 
 class Worker:
-    """The faust app, its topics and tables, and the fold agent."""
+    """One member of the worker group: consumer, per-partition producers, state and counters."""
 
     def __init__(self, settings: Settings, *, domain: Domain | None = None) -> None:
         self.settings = settings
+        self.domain = domain
         self.topics = Topics.from_settings(settings)
-        url = f"http://{settings.web_host}:{settings.web_port}"
-        self.app = faust.App(
-            settings.app_id,
-            broker=[f"kafka://{server}" for server in settings.bootstrap_list],
-            processing_guarantee="exactly_once",
-            store=settings.store,
-            datadir=str(settings.data_dir),
-            topic_partitions=settings.events_partitions,
-            topic_replication_factor=settings.replication_factor,
-            table_standby_replicas=0,
-            web_enabled=False,
-            canonical_url=url,
-            stream_wait_empty=False,
-            broker_commit_interval=settings.commit_interval_s,
-            broker_credentials=broker_credentials(settings),
-            consumer_auto_offset_reset="earliest",
-            broker_session_timeout=10.0,
-            broker_heartbeat_interval=1.0,
-            producer_linger_ms=5,
-        )
-        raw = {"key_serializer": "raw", "value_serializer": "raw"}
-        self.events = self.app.topic(self.topics.events, self.topics.rekeyed, **raw)
-        self.rekeyed = self.app.topic(self.topics.rekeyed, **raw)
-        self.signals = self.app.topic(self.topics.signals, **raw)
-        self.dlq = self.app.topic(self.topics.dlq, **raw)
-        partitions = settings.events_partitions
-        self.heads_table = self.app.Table(
-            "heads", partitions=partitions, key_type=bytes, value_type=bytes
-        )
-        self.history_table = self.app.Table(
-            "history", partitions=partitions, key_type=bytes, value_type=bytes
-        )
-        self.heads = TableStore(self.heads_table, dumps, orjson.loads)
-        self.history = TableStore(self.history_table, bytes, bytes)
-        self.folder = StreamFolder(
-            self.heads, self.history, domain=domain, max_record_bytes=settings.max_record_bytes
-        )
+        self.heads_changelog, self.history_changelog = changelog_topics(settings)
+        self.url = f"http://{settings.web_host}:{settings.web_port}"
+        self.assignor = OwnerAssignor(self.url, self.topics.events)
+        self.partitions: dict[int, Partition] = {}
         self.counts = {"folded": 0, "skipped": 0, "rekeyed": 0, "dead": 0}
-        self.app.agent(self.events, name="fold")(self._fold)
-        self.app.on_partitions_revoked.connect(self._on_rebalance)
-        self.app.on_partitions_assigned.connect(self._on_rebalance)
+        self.ready = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._sizes: dict[str, int] = {}
 
-    async def _on_rebalance(self, sender: Any, *args: Any, **kwargs: Any) -> None:
-        """Partitions moved: cached trackers and decoded heads may be stale now."""
-        self.folder.forget()
-        self.heads.clear_cache()
-        self.history.clear_cache()
+    # -- what the HTTP API reads --------------------------------------------------------------
 
-    async def _fold(self, stream: Any) -> None:
-        gc.freeze()  # what was loaded so far is long-lived; keep full collections cheap
-        async for event in stream.events():
-            message = event.message
-            record = Inbound(
-                message.topic,
-                message.partition,
-                message.offset,
-                message.key,
-                message.value,
-                message.timestamp,
+    def partition_of(self, conversation_id: str) -> int:
+        return partition_for(conversation_id.encode(), self.settings.events_partitions)
+
+    def owned(self, conversation_id: str) -> Partition | None:
+        return self.partitions.get(self.partition_of(conversation_id))
+
+    def head(self, conversation_id: str) -> Head | None:
+        owned = self.owned(conversation_id)
+        return None if owned is None else owned.heads.get(conversation_id)
+
+    def local_heads(self) -> dict[str, Head]:
+        return {c: h for part in self.partitions.values() for c, h in part.heads.items()}
+
+    # -- running --------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume, fold and commit until ``stop`` is set; then leave the group cleanly."""
+        config = kafka_client_config(self.settings)
+        consumer = AIOKafkaConsumer(
+            group_id=self.settings.app_id,
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            partition_assignment_strategy=(self.assignor,),
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
+            max_poll_interval_ms=300_000,
+            # partitions with unread buffered records sit out the next fetch; a long broker-side
+            # wait on that fetch would delay them (the default 500 ms shows up as p99 latency)
+            fetch_max_wait_ms=20,
+            **config,
+        )
+        self._consumer = consumer
+        await consumer.start()
+        try:
+            for topic in (self.topics.signals, self.topics.dlq, self.topics.rekeyed):
+                self._sizes[topic] = len(await self._partitions_of(consumer, topic))
+            consumer.subscribe([self.topics.events, self.topics.rekeyed], listener=_Listener(self))
+            # the state is many small long-lived objects: collect the young generation rarely
+            # and keep what was restored out of full collections (frozen after each restore)
+            gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
+            gc.freeze()
+            limit = self.settings.max_batch_records
+            while not stop.is_set():
+                # awaited in this task, not in one of its own: records fetched for an assignment
+                # are dispatched before a rebalance listener can run (they never cross one)
+                batches = await consumer.getmany(timeout_ms=200, max_records=limit)
+                async with self._lock:
+                    await self._dispatch(batches)
+                if not batches and consumer.assignment() and not self.ready.is_set():
+                    self.ready.set()
+                while self._backlog() > 2 * limit and not stop.is_set():
+                    await asyncio.sleep(0.005)  # let the partitions catch up before fetching more
+        finally:
+            async with self._lock:
+                await self._close_partitions(list(self.partitions))
+            await consumer.stop()
+
+    async def _partitions_of(self, consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+        for _ in range(50):
+            found = consumer.partitions_for_topic(topic)
+            if found:
+                return set(found)
+            await consumer._client.force_metadata_update()
+            await asyncio.sleep(0.1)
+        raise KafkaError(f"topic {topic!r} does not exist (create it with the worker's settings)")
+
+    # -- batches: the main loop fetches, each partition's task folds and commits --------------
+
+    async def _dispatch(self, batches: Mapping[TopicPartition, list[Any]]) -> None:
+        for tp, messages in batches.items():
+            owned = self.partitions.get(tp.partition)
+            if owned is None or owned.closing or owned.failed is not None:
+                self._rewind(tp, messages)  # not (or no longer) ours: never skip past them
+            else:
+                owned.put(tp, messages)
+        for number in [n for n, part in self.partitions.items() if part.failed is not None]:
+            log.error(
+                "transaction of partition %d failed (%s); rolling back",
+                number,
+                self.partitions[number].failed,
             )
-            outcome = self.folder.process(record)
-            self.counts[outcome.kind] += 1
-            await self._carry_out(outcome, record)
+            await self._roll_back(number)
 
-    async def _carry_out(self, outcome: Outcome, record: Inbound) -> None:
-        """Send the record's state changes, signals and dead letter or re-keyed copy through the
-        transactional producer of its source partition (see the module docstring)."""
-        app, partition = self.app, record.partition
-        tid = f"{app.conf.id}-{app.assignor.group_for_topic(record.topic)}-{partition}"
+    def _rewind(self, tp: TopicPartition, messages: list[Any]) -> None:
+        assert self._consumer is not None
+        if tp in self._consumer.assignment():
+            self._consumer.seek(tp, messages[0].offset)
 
-        async def send(
-            topic: str, key: bytes | None, value: bytes | None, *, to: int | None = None, **kw: Any
-        ) -> None:
-            await app.producer.send(
-                topic, key, value, to, None, kw.get("headers"), transactional_id=tid
+    def _backlog(self) -> int:
+        return max((part.waiting for part in self.partitions.values()), default=0)
+
+    async def _pipeline(self, owned: Partition) -> None:
+        """Fold and commit the partition's waiting records, one transaction at a time."""
+        limit = self.settings.max_batch_records
+        while True:
+            await owned.wakeup.wait()
+            owned.wakeup.clear()
+            if owned.closing:
+                return
+            parts = owned.take(limit)
+            if owned.waiting:
+                owned.wakeup.set()
+            if not parts:
+                continue
+            try:
+                await self._transact(owned, parts)
+            except Exception as error:
+                owned.failed = error
+                return
+
+    async def _transact(
+        self, owned: Partition, parts: list[tuple[TopicPartition, list[Any]]]
+    ) -> None:
+        outbox = Outbox()
+        offsets: dict[TopicPartition, int] = {}
+        folder, counts = owned.folder, self.counts
+        for tp, messages in parts:
+            for message in messages:
+                record = Inbound(
+                    tp.topic,
+                    tp.partition,
+                    message.offset,
+                    message.key,
+                    message.value,
+                    message.timestamp / 1000.0,
+                )
+                outcome = self._fold(folder, record)
+                counts[outcome.kind] += 1
+                self._effects(outbox, outcome, record, message.headers)
+            offsets[tp] = messages[-1].offset + 1
+        folder.flush()
+        number = owned.number
+        for key, value in owned.heads.drain():
+            outbox.add(self.heads_changelog, number, key, value)
+        for key, value in owned.history.drain():
+            outbox.add(self.history_changelog, number, key, value)
+        producer = owned.producer
+        assert producer is not None
+        await producer.begin_transaction()
+        try:
+            futures = await outbox.send(producer)
+            await producer.send_offsets_to_transaction(dict(offsets), self.settings.app_id)
+            await producer.commit_transaction()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await producer.abort_transaction()
+            raise
+        for future in futures:
+            future.result()  # raises if a record was not written (the commit would have too)
+        owned.committed.update(offsets)
+
+    def _fold(self, folder: StreamFolder, record: Inbound) -> Outcome:
+        try:
+            return folder.process(record)
+        except Exception as error:  # a bug, not bad input: keep the worker and the record
+            log.exception("folding %s:%d@%d failed", record.topic, record.partition, record.offset)
+            folder.discard()
+            where = EventError(
+                f"internal error while folding: {type(error).__name__}: {error}",
+                expected="a record trackerflow can fold",
+                got="an event that triggered a bug (please report it with this record)",
+            ).at(topic=record.topic, partition=record.partition, kafka_offset=record.offset)
+            return Outcome(
+                "dead", Source(record.topic, record.partition, record.offset), error=where
             )
 
-        for table, store in ((self.heads_table, self.heads), (self.history_table, self.history)):
-            changelog = table.changelog_topic.get_topic_name()
-            for key, value in store.drain():
-                await send(changelog, key, value, to=partition)
+    def _effects(self, outbox: Outbox, outcome: Outcome, record: Inbound, headers: Any) -> None:
+        sizes = self._sizes
         for signal in outcome.signals:
-            await send(
-                self.topics.signals, signal.conversation_id.encode(), dumps(signal.as_dict())
-            )
+            key = signal.conversation_id.encode()
+            partition = partition_for(key, sizes[self.topics.signals])
+            outbox.add(self.topics.signals, partition, key, dumps(signal.as_dict()))
         if outcome.kind == "dead":
             assert outcome.error is not None
-            headers = [
+            dead_headers = [
                 ("trackerflow.error", dumps(outcome.error.as_dict())),
                 ("trackerflow.source", dumps(outcome.source._asdict())),
+                *(headers or ()),
             ]
-            await send(self.topics.dlq, record.key, record.value or b"", headers=headers)
+            size = sizes[self.topics.dlq]
+            partition = partition_for(record.key, size) if record.key else record.partition % size
+            outbox.add(self.topics.dlq, partition, record.key, record.value or b"", dead_headers)
             log.warning("dead letter: %s", outcome.error)
         elif outcome.kind == "rekeyed":
-            assert outcome.conversation_id is not None
-            await send(self.topics.rekeyed, outcome.conversation_id.encode(), record.value)
+            assert outcome.conversation_id is not None and record.value is not None
+            key = outcome.conversation_id.encode()
+            partition = partition_for(key, sizes[self.topics.rekeyed])
+            outbox.add(self.topics.rekeyed, partition, key, record.value, headers)
+
+    # -- partitions coming and going ----------------------------------------------------------
+
+    async def assign(self, tps: Iterable[TopicPartition]) -> None:
+        """Take over state partitions: fence the old owner, restore state, seek to committed.
+
+        Holds the batch lock, so no batch is folded against a half-restored partition."""
+        async with self._lock:
+            await self._take(tps)
+
+    async def _take(self, tps: Iterable[TopicPartition]) -> None:
+        numbers = sorted({tp.partition for tp in tps} - set(self.partitions))
+        started = time.monotonic()
+        opened: dict[int, Partition] = {}
+        try:
+            for number in numbers:
+                opened[number] = await self._open(number)
+            await self._restore(list(opened.values()))
+            for part in opened.values():
+                await self._seek_committed(part)
+        except BaseException:
+            for part in opened.values():
+                if part.producer is not None:
+                    with contextlib.suppress(Exception):
+                        await part.producer.stop()
+            raise
+        self.partitions.update(opened)
+        gc.freeze()
+        for part in opened.values():
+            part.task = asyncio.ensure_future(self._pipeline(part))
+        if numbers:
+            log.info(
+                "took partitions %s in %.2f s (%d conversations)",
+                numbers,
+                time.monotonic() - started,
+                sum(len(part.heads) for part in opened.values()),
+            )
+
+    async def revoke(self, tps: Iterable[TopicPartition]) -> None:
+        """Give partitions up (waiting for a batch in flight to commit first)."""
+        async with self._lock:
+            await self._close_partitions(sorted({tp.partition for tp in tps}))
+
+    async def _open(self, number: int) -> Partition:
+        heads, history = ChangeStore(dumps), ChangeStore(bytes)
+        folder = StreamFolder(
+            heads,
+            history,
+            domain=self.domain,
+            max_record_bytes=self.settings.max_record_bytes,
+        )
+        producer = AIOKafkaProducer(
+            transactional_id=f"{self.settings.app_id}-{number}",
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=0,
+            # a transaction begun right after a commit meets CONCURRENT_TRANSACTIONS while the
+            # broker writes the markers; the default 100 ms back-off would be the latency floor
+            retry_backoff_ms=10,
+            max_batch_size=MAX_BATCH_BYTES,
+            max_request_size=2 * MAX_BATCH_BYTES + self.settings.max_record_bytes,
+            **kafka_client_config(self.settings),
+        )
+        await producer.start()
+        # an empty transaction makes sure InitProducerId is done: earlier owners are fenced
+        # and their open transaction is aborted before this worker reads the changelog
+        await producer.begin_transaction()
+        await producer.commit_transaction()
+        return Partition(number, heads, history, folder, producer)
+
+    async def _restore(self, owned: list[Partition]) -> None:
+        if not owned:
+            return
+        by_tp: dict[TopicPartition, tuple[ChangeStore, Any]] = {}
+        for part in owned:
+            by_tp[TopicPartition(self.heads_changelog, part.number)] = (part.heads, orjson.loads)
+            by_tp[TopicPartition(self.history_changelog, part.number)] = (part.history, bytes)
+        reader = AIOKafkaConsumer(
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+            group_id=None,
+            **kafka_client_config(self.settings),
+        )
+        await reader.start()
+        try:
+            reader.assign(list(by_tp))
+            await reader.seek_to_beginning(*by_tp)
+            ends = await reader.end_offsets(list(by_tp))  # the last stable offsets
+            pending = {tp for tp in by_tp if ends[tp] > 0}
+            report = time.monotonic() + 10
+            while pending:
+                for tp in list(pending):
+                    if await reader.position(tp) >= ends[tp]:
+                        pending.discard(tp)
+                if not pending:
+                    break
+                if time.monotonic() > report:
+                    report = time.monotonic() + 10
+                    where = {f"{tp.topic}:{tp.partition}": ends[tp] for tp in pending}
+                    log.warning("still restoring changelog partitions up to offsets %s", where)
+                batches = await reader.getmany(*pending, timeout_ms=1000, max_records=10_000)
+                for tp, messages in batches.items():
+                    store, decode = by_tp[tp]
+                    for message in messages:
+                        if message.value is not None:
+                            store.load(message.key, message.value, decode)
+        finally:
+            await reader.stop()
+
+    async def _seek_committed(self, owned: Partition) -> None:
+        assert self._consumer is not None
+        consumer = self._consumer
+        for topic in (self.topics.events, self.topics.rekeyed):
+            tp = TopicPartition(topic, owned.number)
+            if tp not in consumer.assignment():
+                continue
+            offset = await consumer.committed(tp)
+            if offset is None:  # nothing committed yet: from the first record still kept
+                offset = (await consumer.beginning_offsets([tp]))[tp]
+            consumer.seek(tp, offset)
+            owned.committed[tp] = owned.next_offset[tp] = offset
+
+    async def _close_partitions(self, numbers: list[int]) -> None:
+        """Let each partition finish its transaction in flight, then drop it and its producer."""
+        for number in numbers:
+            owned = self.partitions.pop(number, None)
+            if owned is None:
+                continue
+            owned.closing = True
+            owned.wakeup.set()
+            if owned.task is not None:
+                with contextlib.suppress(Exception):
+                    await owned.task
+            if owned.producer is not None:
+                with contextlib.suppress(Exception):
+                    await owned.producer.stop()
+
+    async def _roll_back(self, number: int) -> None:
+        """After a failed transaction: drop the partition's state and take it over again."""
+        await self._close_partitions([number])
+        assert self._consumer is not None
+        tps = [tp for tp in self._consumer.assignment() if tp.partition == number]
+        while tps:
+            try:
+                await self._take(tps)
+                return
+            except KafkaError as error:
+                log.error("re-taking partition %d failed (%s); retrying", number, error)
+                await self._close_partitions([number])
+                await asyncio.sleep(RETRY_S)
 
 
-def broker_credentials(settings: Settings) -> Any:
-    """faust's credentials for the configured Kafka security protocol (None for PLAINTEXT)."""
-    protocol = settings.security_protocol
-    if protocol == "PLAINTEXT":
-        return None
-    context = ssl_context(settings) if protocol.endswith("SSL") else None
-    if protocol == "SSL":
-        return faust.SSLCredentials(context)
-    password = settings.sasl_password.get_secret_value() if settings.sasl_password else None
-    return faust.SASLCredentials(
-        username=settings.sasl_username,
-        password=password,
-        mechanism=settings.sasl_mechanism,
-        ssl_context=context,
-    )
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self.worker.revoke(revoked)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await self.worker.assign(assigned)
 
 
 def head_summary(head: Head) -> dict[str, Any]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import Any
 
 import click
 import yaml
+from aiokafka.errors import KafkaError
 
 from events.errors import EventError
 from processors.domain import Domain
@@ -18,8 +20,7 @@ FIELDS = {
     "bootstrap_servers": "HOST:PORT[,...]",
     "topic_prefix": "PREFIX",
     "app_id": "NAME",
-    "store": "URL",
-    "data_dir": "DIR",
+    "max_batch_records": "N",
     "web_host": "HOST",
     "web_port": "PORT",
 }
@@ -61,20 +62,18 @@ def worker(domain: Path | None, loglevel: str, **overrides: Any) -> None:
 
     Joins the consumer group APP_ID on the broker, creates missing topics, takes its share of the
     events topic's partitions (start more workers with the same APP_ID to scale out), folds each
-    conversation's events into its tracker (state in tables with changelogs, recovered on
-    restart), and publishes signals to <prefix>.signals and undecodable records to <prefix>.dlq.
+    conversation's events into its tracker (state backed by compacted changelog topics and
+    restored from them when a worker takes a partition), and publishes signals to
+    <prefix>.signals and undecodable records to <prefix>.dlq, all in Kafka transactions.
     Serves the HTTP API (conversation trackers, stories, appending events) on WEB_HOST:WEB_PORT.
-    Runs until Ctrl-C or SIGTERM.
+    Runs until Ctrl-C or SIGTERM, then commits what it folded and leaves the group.
 
     \b
     Example:
       trackerflow broker start
       trackerflow worker --web-port 6066
     """
-    import faust
-
-    from streams.worker import Worker
-    from streams.worker_service import serve_http
+    from streams.worker_service import run_worker
 
     try:
         settings = load_settings(**overrides)
@@ -82,10 +81,14 @@ def worker(domain: Path | None, loglevel: str, **overrides: Any) -> None:
         ensure_topics(settings)
     except (SettingsError, TopicsError, EventError, OSError, yaml.YAMLError) as error:
         raise click.ClickException(str(error)) from None
-    logging.getLogger("aiokafka").setLevel(logging.ERROR)
-    fold = Worker(settings, domain=parsed)
-    serve_http(fold)
-    faust.Worker(fold.app, loglevel=loglevel, quiet=True).execute_from_commandline()
+    logging.basicConfig(
+        level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.root.level))
+    try:
+        asyncio.run(run_worker(settings, domain=parsed))
+    except (KafkaError, OSError) as error:
+        raise click.ClickException(f"the worker stopped: {error}") from None
 
 
 if __name__ == "__main__":

@@ -9,19 +9,20 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from importlib.metadata import version as package_version
 from typing import Any
 
 from aiohttp import web
-from aiokafka.partitioner import murmur2
-from faust.types import TP
 
 from events.model import Event
+from processors.domain import Domain
 from processors.tracker import DialogueStateTracker
 from streams.http_api import ConversationService, create_app
 from streams.http_errors import ApiError, ConversationUnavailable
 from streams.publisher import Publisher
+from streams.settings import Settings
 from streams.worker import Worker, head_summary
 
 APPEND_TIMEOUT_S = 15.0
@@ -40,48 +41,36 @@ class WorkerService(ConversationService):
     def version(self) -> str:
         return package_version("trackerflow")
 
-    def partition_of(self, conversation_id: str) -> int:
-        partitions = self.worker.settings.events_partitions
-        hashed: int = murmur2(conversation_id.encode())
-        return (hashed & 0x7FFFFFFF) % partitions
-
     def owner(self, conversation_id: str) -> str | None:
-        changelog = self.worker.heads_table.changelog_topic.get_topic_name()
-        tp = TP(changelog, self.partition_of(conversation_id))
-        url = self.worker.app.assignor._tps_url.get(tp)
-        if url is None:
+        url = self.worker.assignor.owners.get(self.worker.partition_of(conversation_id))
+        if not url:
             raise ConversationUnavailable(
                 f"no worker owns conversation {conversation_id!r} right now (a rebalance is "
                 "moving partitions); retry in a moment"
             )
-        return None if str(url).rstrip("/") == self.url.rstrip("/") else str(url)
+        return None if url.rstrip("/") == self.url.rstrip("/") else url
 
     async def tracker(self, conversation_id: str) -> DialogueStateTracker | None:
-        if self.worker.heads.get(conversation_id) is None:
+        owned = self.worker.owned(conversation_id)
+        if owned is None or owned.heads.get(conversation_id) is None:
             return None
-        return self.worker.folder.tracker(
-            conversation_id, partition=self.partition_of(conversation_id)
-        )
+        return owned.folder.tracker(conversation_id, partition=owned.number)
 
     async def conversations(self, offset: int, limit: int) -> tuple[list[dict[str, Any]], int]:
-        owned = {
-            tp.partition
-            for tp in self.worker.app.assignor.assigned_actives()
-            if tp.topic == self.worker.topics.events
-        }
-        ids = sorted(c for c in self.worker.heads if self.partition_of(c) in owned)
+        heads = self.worker.local_heads()
+        ids = sorted(heads)
         page = ids[offset : offset + limit]
-        return [head_summary(self.worker.heads[c]) for c in page], len(ids)
+        return [head_summary(heads[c]) for c in page], len(ids)
 
     async def append(self, conversation_id: str, events: list[Event]) -> None:
-        head = self.worker.heads.get(conversation_id)
+        head = self.worker.head(conversation_id)
         target = (0 if head is None else head["count"]) + len(events)
         for event in events:
             await self.publisher.publish(event, conversation_id)
         await self.publisher.flush()
         deadline = time.monotonic() + APPEND_TIMEOUT_S
         while True:
-            head = self.worker.heads.get(conversation_id)
+            head = self.worker.head(conversation_id)
             if head is not None and head["count"] >= target:
                 return
             if time.monotonic() > deadline:
@@ -100,31 +89,27 @@ class WorkerService(ConversationService):
         )
 
     def health(self) -> dict[str, Any]:
-        assigned = self.worker.app.assignor.assigned_actives()
         return {
             "status": "ok",
             "uptime_s": round(time.time() - self.started, 1),
-            "partitions": sorted(
-                tp.partition for tp in assigned if tp.topic == self.worker.topics.events
-            ),
+            "partitions": sorted(self.worker.partitions),
             "records": dict(self.worker.counts),
         }
 
 
-def serve_http(worker: Worker) -> None:
-    """Run the HTTP API on the worker's web host and port for as long as the app runs."""
-    settings = worker.settings
-    url = f"http://{settings.web_host}:{settings.web_port}"
-
-    async def http_api() -> None:
-        async with Publisher(settings) as publisher:
-            service = WorkerService(worker, publisher, url)
-            runner = web.AppRunner(create_app(service, settings, domain=worker.folder.domain))
-            await runner.setup()
-            await web.TCPSite(runner, settings.web_host, settings.web_port).start()
-            try:
-                await asyncio.Event().wait()
-            finally:
-                await runner.cleanup()
-
-    worker.app.task(http_api)
+async def run_worker(settings: Settings, *, domain: Domain | None = None) -> None:
+    """Run a worker and its HTTP API until SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    worker = Worker(settings, domain=domain)
+    async with Publisher(settings) as publisher:
+        service = WorkerService(worker, publisher, worker.url)
+        runner = web.AppRunner(create_app(service, settings, domain=domain))
+        await runner.setup()
+        await web.TCPSite(runner, settings.web_host, settings.web_port).start()
+        try:
+            await worker.run(stop)
+        finally:
+            await runner.cleanup()

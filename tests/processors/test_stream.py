@@ -33,11 +33,14 @@ def test_every_sample_record_is_folded_and_equals_an_offline_fold() -> None:
     stream = folder()
     kinds = [stream.process(r).kind for r in records()]
     assert set(kinds) == {"folded"}
+    assert not stream.heads  # heads are written at flush, once per conversation
+    flushed = stream.flush()
     offline: dict[str, DialogueStateTracker] = {}
     for r in records():
         assert r.value is not None
         rec = decode_record(r.value, now=r.timestamp)
         offline.setdefault(rec.sender_id, DialogueStateTracker(rec.sender_id)).update(rec.event)
+    assert sorted(flushed) == sorted(offline) and stream.flush() == []
     for conversation_id, tracker in offline.items():
         assert stream.heads[conversation_id]["state"] == tracker.current_state()
         assert stream.heads[conversation_id]["count"] == len(tracker.events)
@@ -46,11 +49,17 @@ def test_every_sample_record_is_folded_and_equals_an_offline_fold() -> None:
 def test_a_redelivered_record_is_skipped_and_changes_nothing() -> None:
     stream = folder()
     first = records()[:50]
-    for r in first:
+    for r in first[:30]:
         stream.process(r)
+    stream.flush()
+    for r in first[30:]:
+        stream.process(r)
+    # skipped both against flushed heads and against heads folded since the last flush
+    assert {stream.process(r).kind for r in first} == {"skipped"}
+    stream.flush()
     before = {k: dict(v) for k, v in stream.heads.items()}
     assert {stream.process(r).kind for r in first} == {"skipped"}
-    assert stream.heads == before
+    assert stream.flush() == [] and stream.heads == before
 
 
 def test_a_tracker_rebuilt_from_history_continues_exactly() -> None:
@@ -59,16 +68,39 @@ def test_a_tracker_rebuilt_from_history_continues_exactly() -> None:
     for r in all_records[:1000]:
         continuous.process(r)
         restarted.process(r)
+    restarted.flush()
     restarted.forget()  # a new worker: nothing cached, state only in the stores
     for r in all_records[1000:]:
         continuous.process(r)
         restarted.process(r)
+    continuous.flush()
+    restarted.flush()
     assert restarted.heads == continuous.heads
     some = next(iter(continuous.heads))
     all_state = EventVerbosity.ALL
     assert restarted.tracker(some).current_state(all_state) == continuous.tracker(
         some
     ).current_state(all_state)
+
+
+def test_a_tracker_evicted_before_flush_is_rebuilt_with_the_unflushed_events() -> None:
+    stream, reference = StreamFolder({}, {}, cache_size=1), folder()
+    for r in records()[:300]:
+        stream.process(r)
+        reference.process(r)
+    assert stream.flush() == reference.flush()
+    assert stream.heads == reference.heads
+
+
+def test_discard_drops_unflushed_heads_and_cached_trackers() -> None:
+    stream = folder()
+    first = records()[:40]
+    for r in first:
+        stream.process(r)
+    stream.discard()
+    assert stream.flush() == [] and not stream._cache
+    # what was never flushed is folded again, not skipped
+    assert {stream.process(r).kind for r in first} == {"folded"}
 
 
 def test_forgetting_partitions_drops_only_their_trackers() -> None:

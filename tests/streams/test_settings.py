@@ -62,8 +62,7 @@ def test_defaults() -> None:
     assert (settings.events_partitions, settings.signals_partitions) == (6, 6)
     assert (settings.dlq_partitions, settings.replication_factor) == (1, 1)
     assert settings.app_id == settings.client_id == "trackerflow"
-    assert settings.store == "memory://"
-    assert settings.data_dir == Path(".trackerflow")
+    assert settings.max_batch_records == 2000
     assert (settings.web_host, settings.web_port) == ("127.0.0.1", 6066)
     assert settings.auth_token is None and settings.jwt_secret is None
     assert settings.jwt_method == "HS256"
@@ -95,8 +94,7 @@ def test_every_field_reads_its_trackerflow_variable(monkeypatch: pytest.MonkeyPa
         "TRACKERFLOW_REPLICATION_FACTOR": "3",
         "TRACKERFLOW_EVENTS_RETENTION_MS": "86400000",
         "TRACKERFLOW_APP_ID": "shop-worker",
-        "TRACKERFLOW_STORE": "rocksdb://",
-        "TRACKERFLOW_DATA_DIR": "/var/lib/trackerflow",
+        "TRACKERFLOW_MAX_BATCH_RECORDS": "500",
         "TRACKERFLOW_WEB_HOST": "0.0.0.0",
         "TRACKERFLOW_WEB_PORT": "8080",
         "TRACKERFLOW_AUTH_TOKEN": "token-1",
@@ -122,8 +120,7 @@ def test_every_field_reads_its_trackerflow_variable(monkeypatch: pytest.MonkeyPa
     assert (settings.events_partitions, settings.signals_partitions) == (12, 3)
     assert (settings.dlq_partitions, settings.replication_factor) == (2, 3)
     assert settings.events_retention_ms == 86_400_000
-    assert (settings.app_id, settings.store) == ("shop-worker", "rocksdb://")
-    assert settings.data_dir == Path("/var/lib/trackerflow")
+    assert (settings.app_id, settings.max_batch_records) == ("shop-worker", 500)
     assert (settings.web_host, settings.web_port) == ("0.0.0.0", 8080)
     assert settings.auth_token is not None
     assert settings.auth_token.get_secret_value() == "token-1"
@@ -213,7 +210,7 @@ def test_every_problem_is_reported_with_its_variable(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("TRACKERFLOW_WEB_PORT", "70000")
     monkeypatch.setenv("TRACKERFLOW_EVENTS_PARTITIONS", "0")
     monkeypatch.setenv("TRACKERFLOW_TOPIC_PREFIX", "bad prefix")
-    monkeypatch.setenv("TRACKERFLOW_STORE", "redis://")
+    monkeypatch.setenv("TRACKERFLOW_MAX_BATCH_RECORDS", "0")
     monkeypatch.setenv("TRACKERFLOW_SASL_MECHANISM", "GSSAPI")
     monkeypatch.setenv("TRACKERFLOW_JWT_METHOD", "none")
     with pytest.raises(SettingsError) as caught:
@@ -227,7 +224,7 @@ def test_every_problem_is_reported_with_its_variable(monkeypatch: pytest.MonkeyP
     assert "TRACKERFLOW_WEB_PORT: " in text and "'70000'" in text
     assert "TRACKERFLOW_EVENTS_PARTITIONS: " in text
     assert "TRACKERFLOW_TOPIC_PREFIX: " in text and "'bad prefix'" in text
-    assert "TRACKERFLOW_STORE: must be a faust store URL (memory://, rocksdb://" in text
+    assert "TRACKERFLOW_MAX_BATCH_RECORDS: " in text and "'0'" in text
     assert "TRACKERFLOW_SASL_MECHANISM: must be one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512" in text
     assert "TRACKERFLOW_JWT_METHOD: " in text and "'HS256'" in text
 

@@ -124,6 +124,7 @@ def offline(records: list[tuple[bytes | None, bytes]]) -> tuple[dict[str, Any], 
     for offset, (key, value) in enumerate(records):
         outcome = folder.process(Inbound("t", 0, offset, key, value, 0.0))
         signals += [{**s.as_dict(), "source": None} for s in outcome.signals]
+    folder.flush()
     return dict(folder.heads), signals
 
 
@@ -170,12 +171,6 @@ def test_bad_records_go_to_the_dead_letter_topic_and_keyless_ones_are_rekeyed(ru
     assert [(m.key, m.value) for m in rekeyed] == [(b"c1", good)]
 
 
-@pytest.mark.xfail(
-    reason="known defect, issue 3 open: passes in most runs, but when kills land while a worker "
-    "is still starting or recovering (seen under load), faust's exactly-once recovery can finish "
-    "before the committed changelog is read, and the worker folds on stale state (events lost)",
-    strict=False,
-)
 def test_kill_9_mid_stream_applies_every_event_and_signal_exactly_once(run: Run) -> None:
     records = sample()
     run.start_worker()
@@ -229,13 +224,6 @@ def test_tail_prints_committed_records_as_json_lines(run: Run) -> None:
     assert bad.returncode == 2 and b"nonsense" in bad.stderr
 
 
-@pytest.mark.xfail(
-    reason="known defect, issue 3 open: when partitions move between live workers while events "
-    "stream in, faust commits source offsets whose table writes were aborted, and the offset "
-    "dedupe then skips the redelivered records (events lost); takeover after the stream settled "
-    "is exact (tests/streams/test_worker_http.py)",
-    strict=False,
-)
 def test_workers_joining_and_dying_mid_stream_keep_exactly_once(run: Run) -> None:
     """Rebalances while events stream in: a second worker joins, the first is killed and
     comes back, the second is killed; every event and signal still counts once."""
