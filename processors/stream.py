@@ -8,9 +8,14 @@ Rules of this module (the shell owns the IO; this module owns the decisions):
   conversation), and ``history`` — ``history_key(conversation, seq)`` -> one encoded event.
 * ``process`` returns an ``Outcome``: the record was folded (with its signals), skipped as a
   duplicate (its offset is at or below the last one applied for its partition), re-keyed (it has
-  no key: the shell forwards it under its ``sender_id``), or dead (it cannot be decoded; the shell
-  sends the original bytes and the reason to the dead-letter topic). Every record is exactly one
-  of these, so records in = folded + skipped + re-keyed + dead.
+  no key: the shell forwards it under its ``sender_id``), replaced (a control record, below), or
+  dead (it cannot be decoded; the shell sends the original bytes and the reason to the
+  dead-letter topic). Every record is exactly one of these, so records in = folded + skipped +
+  re-keyed + replaced + dead.
+* A record with the header ``trackerflow.control: replace`` (keyed by the conversation id, value
+  ``{"request": "<id>"}``) empties the conversation: its count starts again at 0, the events
+  after it are its new history, and its head remembers the request id as ``replaced`` (so the
+  HTTP API's ``PUT`` knows when its replacement is folded). It causes no signals itself.
 * Heads are written at ``flush`` (the shell calls it before it persists a batch): a
   conversation's ``state`` is computed once per batch, not once per event. Until then the
   folder keeps the changed heads itself, so deduplication and rebuilding already see them.
@@ -26,6 +31,8 @@ from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
+import orjson
+
 from events.errors import EventError, InvalidField
 from events.wire import (
     DEFAULT_MAX_RECORD_BYTES,
@@ -39,7 +46,9 @@ from processors.signals import Signal, SignalState, Source, decide
 from processors.tracker import DialogueStateTracker
 
 Head = dict[str, Any]
-Kind = Literal["folded", "skipped", "rekeyed", "dead"]
+Kind = Literal["folded", "skipped", "rekeyed", "dead", "replaced"]
+REPLACE = "replace"  # the one control: the conversation's history starts again, empty
+CONTROL_HEADER = "trackerflow.control"
 
 
 class Inbound(NamedTuple):
@@ -51,6 +60,7 @@ class Inbound(NamedTuple):
     key: bytes | None
     value: bytes | None
     timestamp: float  # the record's broker time, seconds
+    control: str | None = None  # the record's ``trackerflow.control`` header, if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +100,7 @@ class StreamFolder:
         self._live: dict[str, Head] = {}  # folded since the last flush; no "state" yet
 
     def process(self, record: Inbound) -> Outcome:
-        """Fold one record (see the module rules for the four outcomes)."""
+        """Fold one record (see the module rules for the outcomes)."""
         source = Source(record.topic, record.partition, record.offset)
         try:
             conversation_id = _key(record)
@@ -100,6 +110,8 @@ class StreamFolder:
                     expected="a JSON event object",
                     got="null value",
                 )
+            if record.control is not None:
+                return self._control(record, conversation_id, source)
             decoded = decode_record(
                 record.value,
                 now=record.timestamp,
@@ -115,19 +127,60 @@ class StreamFolder:
             return Outcome("rekeyed", source, decoded.sender_id)
         return self._fold(decoded.sender_id, decoded.event, source)
 
-    def _fold(self, conversation_id: str, event: Any, source: Source) -> Outcome:
+    def _head(self, conversation_id: str) -> Head:
+        """The conversation's head to change: the unflushed one, or a copy of the stored one."""
         head = self._live.get(conversation_id)
-        if head is None:
-            stored = self.heads.get(conversation_id)
-            head = (
-                {"count": 0, "offsets": {}, "signals": list(SignalState())}
-                if stored is None
-                else {
-                    "count": stored["count"],
-                    "offsets": dict(stored["offsets"]),
-                    "signals": stored["signals"],
-                }
+        if head is not None:
+            return head
+        stored = self.heads.get(conversation_id)
+        if stored is None:
+            return {"count": 0, "offsets": {}, "signals": list(SignalState())}
+        head = {k: v for k, v in stored.items() if k != "state"}
+        head["offsets"] = dict(stored["offsets"])
+        return head
+
+    def _control(self, record: Inbound, conversation_id: str | None, source: Source) -> Outcome:
+        """A control record (``replace``): the conversation starts again with no events."""
+        assert record.value is not None
+        if record.control != REPLACE:
+            raise InvalidField(
+                f"unknown control {record.control!r} in header {CONTROL_HEADER!r}",
+                expected=f"{REPLACE!r}",
+                got=repr(record.control),
             )
+        if conversation_id is None:
+            raise InvalidField(
+                "a control record has no key; expected the conversation id as its key",
+                expected="the conversation id as the record key",
+                got="no key",
+            )
+        try:
+            body = orjson.loads(record.value)
+        except orjson.JSONDecodeError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("request", ""), str):
+            raise InvalidField(
+                "a replace control's value must be a JSON object with an optional string "
+                "'request' (the id its sender waits for)",
+                expected='{"request": "<id>"}',
+                got=f"{len(record.value)} bytes that are not such an object",
+            ).at(conversation_id=conversation_id)
+        head = self._head(conversation_id)
+        partition_key = f"{source.topic}:{source.partition}"
+        if head["offsets"].get(partition_key, -1) >= source.offset:
+            return Outcome("skipped", source, conversation_id)
+        head["offsets"][partition_key] = source.offset
+        head.update(count=0, signals=list(SignalState()), replaced=body.get("request", ""))
+        self._live[conversation_id] = head
+        self._cache.pop(conversation_id, None)
+        self._cache[conversation_id] = (
+            source.partition,
+            DialogueStateTracker(conversation_id, self.domain),
+        )
+        return Outcome("replaced", source, conversation_id)
+
+    def _fold(self, conversation_id: str, event: Any, source: Source) -> Outcome:
+        head = self._head(conversation_id)
         partition_key = f"{source.topic}:{source.partition}"
         if head["offsets"].get(partition_key, -1) >= source.offset:
             return Outcome("skipped", source, conversation_id)

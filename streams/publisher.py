@@ -44,6 +44,7 @@ from events import (
     stamped,
 )
 from events.errors import show
+from processors.stream import CONTROL_HEADER
 from streams.delivery import Delivered, Deliveries, Failure, PublishError, PublishReport
 from streams.settings import Settings, kafka_client_config
 from streams.topics import RECORD_OVERHEAD, Topics
@@ -183,6 +184,16 @@ class Publisher:
         record = self.encode(event, conversation_id)
         return await self._send(record, self._unflushed, None)
 
+    async def publish_control(
+        self, conversation_id: str, control: str, body: Mapping[str, Any]
+    ) -> asyncio.Future[Delivered]:
+        """Enqueue a control record for a conversation (header ``trackerflow.control``; see
+        ``processors.stream``), ordered with its events like any of them."""
+        value = dumps({"sender_id": conversation_id, **body})
+        record = Encoded(conversation_id, _key(conversation_id), value)
+        headers = [*self._headers, (CONTROL_HEADER, control.encode("utf-8"))]
+        return await self._send(record, self._unflushed, None, headers=headers)
+
     async def publish_many(self, records: Iterable[PublishItem]) -> PublishReport:
         """Publish every record and wait for all deliveries; never raises for a single record.
 
@@ -270,7 +281,12 @@ class Publisher:
         )
 
     async def _send(
-        self, record: Encoded, batch: Deliveries, index: int | None
+        self,
+        record: Encoded,
+        batch: Deliveries,
+        index: int | None,
+        *,
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> asyncio.Future[Delivered]:
         """Hand one encoded record to the producer within the in-flight window; its outcome
         goes to ``batch`` (under ``index``) and to the returned future."""
@@ -284,7 +300,9 @@ class Publisher:
         conversation_id = record.conversation_id
         await window.acquire()
         try:
-            sent = await producer.send(self.topic, record.value, record.key, headers=self._headers)
+            sent = await producer.send(
+                self.topic, record.value, record.key, headers=headers or self._headers
+            )
         except (KafkaError, OSError) as error:
             window.release()
             raise self._error(error, conversation_id) from None

@@ -53,7 +53,7 @@ from events.errors import EventError
 from events.wire import dumps
 from processors.domain import Domain
 from processors.signals import Source
-from processors.stream import Head, Inbound, Outcome, StreamFolder
+from processors.stream import CONTROL_HEADER, Head, Inbound, Outcome, StreamFolder
 from streams.settings import Settings, kafka_client_config
 from streams.topics import Topics, changelog_topics
 
@@ -254,7 +254,7 @@ class Worker:
         self.url = f"http://{settings.web_host}:{settings.web_port}"
         self.assignor = OwnerAssignor(self.url, self.topics.events)
         self.partitions: dict[int, Partition] = {}
-        self.counts = {"folded": 0, "skipped": 0, "rekeyed": 0, "dead": 0}
+        self.counts = {"folded": 0, "skipped": 0, "rekeyed": 0, "replaced": 0, "dead": 0}
         self.ready = asyncio.Event()
         self._lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
@@ -388,6 +388,7 @@ class Worker:
                     message.key,
                     message.value,
                     message.timestamp / 1000.0,
+                    _control(message.headers),
                 )
                 outcome = self._fold(folder, record)
                 counts[outcome.kind] += 1
@@ -612,6 +613,13 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         await self.worker.assign(assigned)
+
+
+def _control(headers: Any) -> str | None:
+    for name, value in headers or ():
+        if name == CONTROL_HEADER:
+            return bytes(value).decode("utf-8", "replace")
+    return None
 
 
 def head_summary(head: Head) -> dict[str, Any]:

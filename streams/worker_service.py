@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+import uuid
+from collections.abc import Callable
 from importlib.metadata import version as package_version
 from typing import Any
 
@@ -18,9 +20,10 @@ from aiohttp import web
 
 from events.model import Event
 from processors.domain import Domain
+from processors.stream import REPLACE, Head
 from processors.tracker import DialogueStateTracker
 from streams.http_api import ConversationService, create_app
-from streams.http_errors import ApiError, ConversationUnavailable
+from streams.http_errors import ConversationUnavailable
 from streams.publisher import Publisher
 from streams.settings import Settings
 from streams.worker import Worker, head_summary
@@ -68,10 +71,25 @@ class WorkerService(ConversationService):
         for event in events:
             await self.publisher.publish(event, conversation_id)
         await self.publisher.flush()
+        await self._folded(conversation_id, lambda head: head["count"] >= target)
+
+    async def replace(self, conversation_id: str, events: list[Event]) -> None:
+        request = uuid.uuid4().hex
+        await self.publisher.publish_control(conversation_id, REPLACE, {"request": request})
+        for event in events:
+            await self.publisher.publish(event, conversation_id)
+        await self.publisher.flush()
+        await self._folded(
+            conversation_id,
+            lambda head: head.get("replaced") == request and head["count"] >= len(events),
+        )
+
+    async def _folded(self, conversation_id: str, done: Callable[[Head], bool]) -> None:
+        """Wait until this worker's head of the conversation satisfies ``done``."""
         deadline = time.monotonic() + APPEND_TIMEOUT_S
         while True:
             head = self.worker.head(conversation_id)
-            if head is not None and head["count"] >= target:
+            if head is not None and done(head):
                 return
             if time.monotonic() > deadline:
                 raise ConversationUnavailable(
@@ -79,14 +97,6 @@ class WorkerService(ConversationService):
                     published=True,
                 )
             await asyncio.sleep(0.02)
-
-    async def replace(self, conversation_id: str, events: list[Event]) -> None:
-        raise ApiError(
-            501,
-            "NotImplemented",
-            "replacing a conversation's history is not supported: the events topic is "
-            "append-only; POST the events to append them instead",
-        )
 
     def health(self) -> dict[str, Any]:
         return {

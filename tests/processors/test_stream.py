@@ -159,3 +159,57 @@ def test_signals_come_out_with_their_source() -> None:
             "action": "utter_x",
         }
     ]
+
+
+def _replace(
+    offset: int, key: bytes | None = b"c1", value: bytes = b'{"request": "r1"}'
+) -> Inbound:
+    return Inbound("t.events", 0, offset, key, value, 1.0, "replace")
+
+
+def _event(offset: int, event: dict[str, object]) -> Inbound:
+    line = orjson.dumps({"sender_id": "c1", "timestamp": 1.0 + offset, **event})
+    return Inbound("t.events", 0, offset, b"c1", line, 1.0)
+
+
+def test_a_replace_control_starts_the_conversation_again() -> None:
+    from events.wire import decode_record
+    from processors import DialogueStateTracker
+
+    stream = folder()
+    before = [_event(0, {"event": "pause"}), _event(1, {"event": "slot", "name": "a", "value": 1})]
+    after = [_event(3, {"event": "slot", "name": "b", "value": 2})]
+    for r in before:
+        stream.process(r)
+    stream.flush()
+    outcome = stream.process(_replace(2))
+    assert (outcome.kind, outcome.conversation_id, outcome.signals) == ("replaced", "c1", [])
+    for r in after:
+        stream.process(r)
+    stream.flush()
+    expected = DialogueStateTracker("c1")
+    for r in after:
+        assert r.value is not None
+        expected.update(decode_record(r.value).event)
+    head = stream.heads["c1"]
+    assert (head["count"], head["replaced"]) == (1, "r1")
+    assert head["state"] == expected.current_state()
+    # the replay of the control record is skipped, and a restarted worker rebuilds the new history
+    assert stream.process(_replace(2)).kind == "skipped"
+    stream.forget()
+    assert stream.tracker("c1").current_state() == expected.current_state()
+
+
+@pytest.mark.parametrize(
+    ("record", "words"),
+    [
+        (Inbound("t.events", 0, 4, b"c1", b"{}", 1.0, "explode"), "unknown control 'explode'"),
+        (_replace(4, key=None), "control record has no key"),
+        (_replace(4, value=b"[1]"), "must be a JSON object"),
+        (_replace(4, value=b"{no"), "must be a JSON object"),
+        (_replace(4, value=b'{"request": 7}'), "must be a JSON object"),
+    ],
+)
+def test_bad_control_records_are_dead(record: Inbound, words: str) -> None:
+    outcome = folder().process(record)
+    assert outcome.kind == "dead" and words in str(outcome.error)

@@ -29,9 +29,9 @@ def free_port() -> int:
         return port
 
 
-def call(port: int, path: str, body: Any = None) -> tuple[int, Any]:
+def call(port: int, path: str, body: Any = None, method: str | None = None) -> tuple[int, Any]:
     data = None if body is None else orjson.dumps(body)
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data)
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
     try:
         with urllib.request.urlopen(request, timeout=30) as answer:
             return answer.status, orjson.loads(answer.read())
@@ -86,6 +86,13 @@ def test_two_workers_split_route_and_take_over_after_kill_9(web: WebRun) -> None
 
     status, state = call(a, "/conversations/brand-new/tracker/events", {"event": "pause"})
     assert status == 200 and state["paused"] is True and state["sender_id"] == "brand-new"
+    replacement = [{"event": "slot", "name": "city", "value": "Oslo", "timestamp": 5.0}]
+    status, replaced = call(
+        a, "/conversations/brand-new/tracker/events?include_events=ALL", replacement, "PUT"
+    )
+    assert status == 200, replaced
+    assert replaced["paused"] is False and replaced["slots"] == {"city": "Oslo"}
+    assert [e["event"] for e in replaced["events"]] == ["slot"]
 
     web.start_worker(1)
     b = web.ports[1]
@@ -102,3 +109,5 @@ def test_two_workers_split_route_and_take_over_after_kill_9(web: WebRun) -> None
     for conversation, head in expected.items():
         status, state = call(a, f"/conversations/{conversation}/tracker?include_events=NONE")
         assert (status, state) == (200, head["state"]), conversation
+    status, state = call(a, "/conversations/brand-new/tracker?include_events=ALL")
+    assert (status, state) == (200, replaced)  # the replacement survived the takeover
