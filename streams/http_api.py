@@ -8,7 +8,7 @@ Rules of this module:
 
       GET  /health                             no auth; the service's health
       GET  /version                            no auth; version, minimum_compatible_version
-      GET  /conversations?offset=&limit=       a page of conversation summaries
+      GET  /conversations?offset=&limit=&scope=  a page of conversation summaries (all workers)
       GET  /conversations/{id}/tracker?include_events=&until=
       POST /conversations/{id}/tracker/events  one event or a list; answers the new state
       PUT  /conversations/{id}/tracker/events  a list that replaces the history
@@ -28,6 +28,7 @@ Rules of this module:
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import time
@@ -62,6 +63,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_LIMIT: Final = 100
 MAX_LIMIT: Final = 1000
+MAX_LOCAL_LIMIT: Final = 1_000_000  # a worker asking another for the head of its list
 DEFAULT_FORWARD_TIMEOUT: Final = 30.0
 
 ConversationHandler = Callable[[web.Request, str, bytes], Awaitable[web.StreamResponse]]
@@ -92,6 +94,10 @@ class ConversationService(Protocol):
 
     async def replace(self, conversation_id: str, events: list[Event]) -> None:
         """Make ``events`` the conversation's whole history, then return (as ``append``)."""
+        ...
+
+    def peers(self) -> list[str]:
+        """The base URLs of the other workers that own partitions now (for ``/conversations``)."""
         ...
 
     def owner(self, conversation_id: str) -> str | None:
@@ -193,10 +199,30 @@ class _Api:
         return json_response(self.service.health())
 
     async def conversations(self, request: web.Request) -> web.Response:
+        """One page of every worker's conversations, sorted by id (``scope=local``: only this
+        worker's; that is what workers ask each other for)."""
         self._check_auth(request, None)
+        scope = inputs.choice_arg(request, "scope", ("all", "local"), "all")
         offset = inputs.int_arg(request, "offset", 0)
-        limit = inputs.int_arg(request, "limit", DEFAULT_LIMIT, maximum=MAX_LIMIT)
-        page, total = await self.service.conversations(offset, limit)
+        maximum = MAX_LOCAL_LIMIT if scope == "local" else MAX_LIMIT
+        limit = inputs.int_arg(request, "limit", DEFAULT_LIMIT, maximum=maximum)
+        peers = self.service.peers() if scope == "all" else []
+        if not peers:
+            page, total = await self.service.conversations(offset, limit)
+        else:
+            # the global page is among the first offset + limit of each worker's sorted list
+            wanted = offset + limit
+            query = {"scope": "local", "offset": "0", "limit": str(wanted)}
+            mine, answers = await asyncio.gather(
+                self.service.conversations(0, wanted),
+                asyncio.gather(*(self.forwarder.get_json(request, p, query) for p in peers)),
+            )
+            items, total = list(mine[0]), mine[1]
+            for answer in answers:
+                items += answer["conversations"]
+                total += int(answer["total"])
+            items.sort(key=lambda item: str(item.get("sender_id")))
+            page = items[offset : offset + limit]
         return json_response(
             {"conversations": page, "total": total, "offset": offset, "limit": limit}
         )

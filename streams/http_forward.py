@@ -17,8 +17,9 @@ Rules of this module:
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
-from typing import Final
+from typing import Any, Final
 
 import aiohttp
 from aiohttp import web
@@ -96,6 +97,51 @@ class Forwarder:
             raise _unreachable(conversation_id, owner, str(error) or type(error).__name__) from None
         relayed[ROUTED_TO] = owner
         return web.Response(status=status, body=payload, headers=relayed)
+
+    async def get_json(
+        self, request: web.Request, peer: str, query: dict[str, str]
+    ) -> dict[str, Any]:
+        """``GET <peer><request path>?<query>`` with the request's credentials (its
+        ``Authorization`` header and ``token`` parameter): the peer's JSON answer, or an
+        ``ApiError`` naming the peer (502/504, or the peer's own error status)."""
+        if self._session is None:
+            raise RuntimeError("the application is not started: no client session to forward")
+        params = dict(query)
+        if "token" in request.query:
+            params["token"] = request.query["token"]
+        headers = {
+            name: request.headers[name] for name in FORWARDED_HEADERS if name in request.headers
+        }
+        headers[ROUTED_FROM] = f"{request.scheme}://{request.host}"
+        url = URL(peer.rstrip("/")).with_path(request.path).with_query(params)
+        try:
+            async with self._session.get(url, headers=headers, allow_redirects=False) as upstream:
+                payload = await upstream.read()
+                status = upstream.status
+        except TimeoutError:
+            raise ApiError(
+                504,
+                "GatewayTimeout",
+                f"the worker {peer} did not answer within {self.timeout.total} s",
+                {"peer": peer},
+            ) from None
+        except (aiohttp.ClientError, OSError) as error:
+            why = str(error) or type(error).__name__
+            raise ApiError(
+                502, "BadGateway", f"cannot reach the worker {peer}: {why}", {"peer": peer}
+            ) from None
+        try:
+            answer = json.loads(payload)
+        except ValueError:
+            answer = None
+        if status != 200 or not isinstance(answer, dict):
+            raise ApiError(
+                502,
+                "BadGateway",
+                f"the worker {peer} answered {status} instead of its conversations",
+                {"peer": peer, "status": status},
+            )
+        return answer
 
 
 def _unreachable(conversation_id: str, owner: str, why: str) -> ApiError:

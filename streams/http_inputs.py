@@ -88,6 +88,22 @@ def int_arg(request: web.Request, name: str, default: int, *, maximum: int | Non
     return int(text)
 
 
+def choice_arg(request: web.Request, name: str, choices: tuple[str, ...], default: str) -> str:
+    """One of ``choices``; ``default`` when absent; 400 otherwise."""
+    text = arg(request, name)
+    if text is None:
+        return default
+    if text not in choices:
+        raise ApiError(
+            400,
+            "BadRequest",
+            f"Invalid parameter value for '{name}': expected one of "
+            f"{', '.join(choices)}, got {text!r}",
+            {"parameter": name, "in": "query"},
+        )
+    return text
+
+
 async def read_body(request: web.Request, limit: int) -> bytes:
     """The whole body, or a 413 if it is over ``limit`` bytes."""
     size = request.content_length

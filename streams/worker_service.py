@@ -44,6 +44,10 @@ class WorkerService(ConversationService):
     def version(self) -> str:
         return package_version("trackerflow")
 
+    def peers(self) -> list[str]:
+        mine = self.url.rstrip("/")
+        return sorted({u for u in self.worker.assignor.owners.values() if u.rstrip("/") != mine})
+
     def owner(self, conversation_id: str) -> str | None:
         url = self.worker.assignor.owners.get(self.worker.partition_of(conversation_id))
         if not url:

@@ -128,6 +128,7 @@ class FakeService:
     def __init__(self, conversations: dict[str, list[dict[str, Any]]] | None = None) -> None:
         self.trackers = {cid: reference(cid, ev) for cid, ev in (conversations or {}).items()}
         self.owners: dict[str, str] = {}
+        self.peer_urls: list[str] = []
         self.calls: list[tuple[str, str, list[Event]]] = []
         self.failure: Exception | None = None
         self.delay = 0.0
@@ -138,7 +139,7 @@ class FakeService:
     async def conversations(self, offset: int, limit: int) -> tuple[list[dict[str, Any]], int]:
         ids = sorted(self.trackers)
         page = [
-            {"conversation_id": cid, "events": len(self.trackers[cid].events)}
+            {"sender_id": cid, "events": len(self.trackers[cid].events)}
             for cid in ids[offset : offset + limit]
         ]
         return page, len(ids)
@@ -158,6 +159,9 @@ class FakeService:
             await asyncio.sleep(self.delay)
         if self.failure is not None:
             raise self.failure
+
+    def peers(self) -> list[str]:
+        return self.peer_urls
 
     def owner(self, conversation_id: str) -> str | None:
         return self.owners.get(conversation_id)
@@ -582,12 +586,12 @@ async def test_conversations_are_paged() -> None:
     async with serving(service) as client:
         first = await (await client.get("/conversations")).json()
         assert (first["total"], first["offset"], first["limit"]) == (250, 0, 100)
-        assert [c["conversation_id"] for c in first["conversations"]] == ids[:100]
+        assert [c["sender_id"] for c in first["conversations"]] == ids[:100]
         last = await (await client.get("/conversations", params={"offset": "240"})).json()
-        assert [c["conversation_id"] for c in last["conversations"]] == ids[240:]
+        assert [c["sender_id"] for c in last["conversations"]] == ids[240:]
         page = await client.get("/conversations", params={"offset": "10", "limit": "5"})
         assert await page.json() == {
-            "conversations": [{"conversation_id": cid, "events": 2} for cid in ids[10:15]],
+            "conversations": [{"sender_id": cid, "events": 2} for cid in ids[10:15]],
             "total": 250,
             "offset": 10,
             "limit": 5,
@@ -598,7 +602,14 @@ async def test_conversations_are_paged() -> None:
 
 @pytest.mark.parametrize(
     ("parameter", "value"),
-    [("limit", "1001"), ("limit", "-1"), ("limit", "ten"), ("offset", "-5"), ("offset", "1.5")],
+    [
+        ("limit", "1001"),
+        ("limit", "-1"),
+        ("limit", "ten"),
+        ("offset", "-5"),
+        ("offset", "1.5"),
+        ("scope", "everything"),
+    ],
 )
 @asynchronous
 async def test_bad_paging_values_are_400(parameter: str, value: str) -> None:
@@ -608,6 +619,46 @@ async def test_bad_paging_values_are_400(parameter: str, value: str) -> None:
         error = await response.json()
         rasa_error(error, 400, "BadRequest")
         assert error["details"] == {"parameter": parameter, "in": "query"}
+
+
+@asynchronous
+async def test_the_list_merges_every_workers_conversations_in_id_order() -> None:
+    mine = {f"a{i:03d}": CONVERSATION[:1] for i in range(0, 300, 2)}
+    theirs = {f"a{i:03d}": CONVERSATION[:2] for i in range(1, 300, 2)}
+    settings = Config(auth_token=SecretStr(TOKEN))
+    service_a, service_b = FakeService(mine), FakeService(theirs)
+    async with serving(service_a, settings) as a, serving(service_b, settings) as b:
+        service_a.peer_urls = [base_url(b)]
+        query = {"token": TOKEN, "offset": "95", "limit": "10"}
+        page = await (await a.get("/conversations", params=query)).json()
+        assert page["total"] == 300
+        assert [c["sender_id"] for c in page["conversations"]] == [
+            f"a{i:03d}" for i in range(95, 105)
+        ]
+        assert [c["events"] for c in page["conversations"]] == [2, 1] * 5  # B's odd, A's even
+        local = await a.get("/conversations", params={"token": TOKEN, "scope": "local"})
+        assert (await local.json())["total"] == 150
+        refused = await a.get("/conversations")  # no token: refused before asking anyone
+        assert refused.status == 401
+
+
+@asynchronous
+async def test_the_list_fails_loudly_when_a_worker_cannot_answer() -> None:
+    service = FakeService({"c1": CONVERSATION[:1]})
+    service.peer_urls = [f"http://127.0.0.1:{closed_port()}"]
+    async with serving(service) as client:
+        response = await client.get("/conversations")
+        assert response.status == 502
+        error = await response.json()
+        assert "cannot reach the worker" in error["message"]
+    settings = Config(auth_token=SecretStr(TOKEN))
+    other = FakeService()
+    async with serving(other, settings) as b:  # B demands a token A's caller did not send
+        service.peer_urls = [base_url(b)]
+        async with serving(service) as a:
+            response = await a.get("/conversations")
+            assert response.status == 502
+            assert "answered 401" in (await response.json())["message"]
 
 
 # -- auth ----------------------------------------------------------------------------------------

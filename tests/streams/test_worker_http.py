@@ -98,6 +98,13 @@ def test_two_workers_split_route_and_take_over_after_kill_9(web: WebRun) -> None
     b = web.ports[1]
     wait_until(lambda: partitions(a) and partitions(b))
     assert sorted(partitions(a) + partitions(b)) == list(range(6))
+    everyone = sorted([*expected, "brand-new"])
+    for port in (a, b):  # either worker lists every conversation, merged and paged
+        status, listed = call(port, "/conversations?limit=1000")
+        assert status == 200 and listed["total"] == len(everyone)
+        assert [c["sender_id"] for c in listed["conversations"]] == everyone
+    status, page = call(a, "/conversations?offset=5&limit=3")
+    assert [c["sender_id"] for c in page["conversations"]] == everyone[5:8]
     for conversation, head in expected.items():  # every conversation, through worker A
         status, state = call(a, f"/conversations/{conversation}/tracker?include_events=NONE")
         assert (status, state) == (200, head["state"]), conversation
