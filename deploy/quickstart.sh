@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
-OUT=out
+OUT=${TRACKERFLOW_QUICKSTART_OUT:-out}
 PORT=${TRACKERFLOW_WEB_PORT:-6066}
 mkdir -p "$OUT"
 
@@ -17,7 +17,7 @@ echo "kafka:   $KAFKA_BOOTSTRAP_SERVERS"
 if [ -f "$OUT/worker.pid" ] && kill -0 "$(cat "$OUT/worker.pid")" 2>/dev/null; then
   echo "worker:  already running (pid $(cat "$OUT/worker.pid"))"
 else
-  "$BIN/trackerflow" worker --data-dir "$OUT/worker" > "$OUT/worker.log" 2>&1 &
+  "$BIN/trackerflow" worker > "$OUT/worker.log" 2>&1 &
   echo $! > "$OUT/worker.pid"
   echo "worker:  pid $(cat "$OUT/worker.pid"), HTTP API on http://127.0.0.1:$PORT, log $OUT/worker.log"
 fi

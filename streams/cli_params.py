@@ -56,7 +56,7 @@ class BadInput(click.ClickException):
     exit_code = 2
 
 
-class Timestamp(click.ParamType):
+class Timestamp(click.ParamType[float]):
     """A Unix timestamp or an ISO-8601 date-time (naive means UTC), as epoch seconds."""
 
     name = "TIMESTAMP"
