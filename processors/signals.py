@@ -84,12 +84,20 @@ def decide(
 ) -> tuple[SignalState, list[Signal]]:
     """The signals ``event`` causes, given the tracker's ``paused`` and ``followup_action``
     *after* applying it, and the new state to remember."""
+    kind = type(event)
+    if (
+        paused == state.paused
+        and state.pending_followup is None
+        and kind is not Restarted
+        and kind is not SessionStarted
+        and kind is not FollowupAction
+    ):
+        return state, []  # the common case: nothing to say, nothing to remember
     signals: list[Signal] = []
 
     def emit(kind: str, **data: Any) -> None:
         signals.append(Signal(kind, conversation_id, event.timestamp, source, data))
 
-    kind = type(event)
     if kind is Restarted:
         emit(CONVERSATION_RESTARTED)
     elif kind is SessionStarted:

@@ -27,8 +27,7 @@ Rules of this module (the shell owns the IO; this module owns the decisions):
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import MutableMapping
-from dataclasses import dataclass, field
+from collections.abc import MutableMapping, Sequence
 from typing import Any, Literal, NamedTuple
 
 import orjson
@@ -63,14 +62,13 @@ class Inbound(NamedTuple):
     control: str | None = None  # the record's ``trackerflow.control`` header, if any
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     """What became of one record, and what the shell must do about it."""
 
     kind: Kind
     source: Source
     conversation_id: str | None = None
-    signals: list[Signal] = field(default_factory=list)
+    signals: Sequence[Signal] = ()
     error: EventError | None = None
 
 
@@ -166,7 +164,7 @@ class StreamFolder:
                 got=f"{len(record.value)} bytes that are not such an object",
             ).at(conversation_id=conversation_id)
         head = self._head(conversation_id)
-        partition_key = f"{source.topic}:{source.partition}"
+        partition_key = _partition_key(source.topic, source.partition)
         if head["offsets"].get(partition_key, -1) >= source.offset:
             return Outcome("skipped", source, conversation_id)
         head["offsets"][partition_key] = source.offset
@@ -181,24 +179,27 @@ class StreamFolder:
 
     def _fold(self, conversation_id: str, event: Any, source: Source) -> Outcome:
         head = self._head(conversation_id)
-        partition_key = f"{source.topic}:{source.partition}"
-        if head["offsets"].get(partition_key, -1) >= source.offset:
+        offsets = head["offsets"]
+        partition_key = _partition_key(source.topic, source.partition)
+        if offsets.get(partition_key, -1) >= source.offset:
             return Outcome("skipped", source, conversation_id)
         tracker = self.tracker(conversation_id, partition=source.partition)
-        count = int(head["count"])
+        count = head["count"]
         tracker.update(event)
         self.history[history_key(conversation_id, count)] = dumps(encode_event(event))
+        remembered = head["signals"]
         memory, signals = decide(
             conversation_id,
-            SignalState(*head["signals"]),
+            SignalState(remembered[0], remembered[1]),
             event,
             tracker.paused,
             tracker.followup_action,
             source,
         )
         head["count"] = count + 1
-        head["offsets"][partition_key] = source.offset
-        head["signals"] = list(memory)
+        offsets[partition_key] = source.offset
+        if signals or memory[0] != remembered[0] or memory[1] != remembered[1]:
+            head["signals"] = list(memory)
         self._live[conversation_id] = head
         return Outcome("folded", source, conversation_id, signals)
 
@@ -240,6 +241,17 @@ class StreamFolder:
             return
         for conversation_id in [c for c, (p, _) in self._cache.items() if p in partitions]:
             del self._cache[conversation_id]
+
+
+_PARTITION_KEYS: dict[tuple[str, int], str] = {}
+
+
+def _partition_key(topic: str, partition: int) -> str:
+    """``"<topic>:<partition>"``, the head's offsets key (made once per partition)."""
+    key = _PARTITION_KEYS.get((topic, partition))
+    if key is None:
+        key = _PARTITION_KEYS[topic, partition] = f"{topic}:{partition}"
+    return key
 
 
 def _key(record: Inbound) -> str | None:

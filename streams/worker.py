@@ -61,7 +61,13 @@ log = logging.getLogger("trackerflow.worker")
 
 MAX_BATCH_BYTES = 512 * 1024  # producer batches; changelog topics accept 1 MiB records
 RETRY_S = 1.0
+# Garbage collection. The state is millions of small long-lived objects, and Python's cyclic
+# collector would scan them again and again (it cost more than the fold itself). So what
+# survives a committed batch is frozen (never scanned), young collections run rarely, and every
+# GC_FULL_COLLECTION_S everything is unfrozen and collected once, so cyclic garbage that was
+# frozen (rare: the fold makes no cycles) is reclaimed with a single pause.
 GC_YOUNG_THRESHOLD = 50_000  # allocations between young collections (Python's default: 700)
+GC_FULL_COLLECTION_S = 600.0
 
 
 def partition_for(key: bytes, partitions: int) -> int:
@@ -259,6 +265,7 @@ class Worker:
         self._lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
         self._sizes: dict[str, int] = {}
+        self._full_collection = time.monotonic() + GC_FULL_COLLECTION_S
 
     # -- what the HTTP API reads --------------------------------------------------------------
 
@@ -309,6 +316,8 @@ class Worker:
                 # awaited in this task, not in one of its own: records fetched for an assignment
                 # are dispatched before a rebalance listener can run (they never cross one)
                 batches = await consumer.getmany(timeout_ms=200, max_records=limit)
+                if time.monotonic() >= self._full_collection:
+                    self._collect()
                 async with self._lock:
                     await self._dispatch(batches)
                 if not batches and consumer.assignment() and not self.ready.is_set():
@@ -319,6 +328,14 @@ class Worker:
             async with self._lock:
                 await self._close_partitions(list(self.partitions))
             await consumer.stop()
+
+    def _collect(self) -> None:
+        started = time.monotonic()
+        gc.unfreeze()
+        found = gc.collect()
+        gc.freeze()
+        self._full_collection = time.monotonic() + GC_FULL_COLLECTION_S
+        log.info("full garbage collection: %d objects in %.2f s", found, time.monotonic() - started)
 
     async def _partitions_of(self, consumer: AIOKafkaConsumer, topic: str) -> set[int]:
         for _ in range(50):
@@ -414,6 +431,7 @@ class Worker:
         for future in futures:
             future.result()  # raises if a record was not written (the commit would have too)
         owned.committed.update(offsets)
+        gc.freeze()  # see GC_FULL_COLLECTION_S
 
     def _fold(self, folder: StreamFolder, record: Inbound) -> Outcome:
         try:

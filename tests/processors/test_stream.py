@@ -183,7 +183,7 @@ def test_a_replace_control_starts_the_conversation_again() -> None:
         stream.process(r)
     stream.flush()
     outcome = stream.process(_replace(2))
-    assert (outcome.kind, outcome.conversation_id, outcome.signals) == ("replaced", "c1", [])
+    assert (outcome.kind, outcome.conversation_id, outcome.signals) == ("replaced", "c1", ())
     for r in after:
         stream.process(r)
     stream.flush()

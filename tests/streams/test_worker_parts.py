@@ -1,0 +1,111 @@
+"""The worker's in-process parts, without a broker: the owner map, batching, change tracking."""
+
+from __future__ import annotations
+
+import gc
+from collections import namedtuple
+from typing import Any
+
+import orjson
+from aiokafka import TopicPartition
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+
+from processors.stream import StreamFolder
+from streams.settings import load_settings
+from streams.worker import ChangeStore, OwnerAssignor, Partition, Worker, partition_for
+
+Message = namedtuple("Message", "offset")
+
+
+class Cluster:
+    """Just what the range assignor asks of the cluster metadata."""
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return set(range(6))
+
+
+def test_the_leader_sends_every_member_the_partition_owners() -> None:
+    a, b = OwnerAssignor("http://a:1", "t.events"), OwnerAssignor("http://b:2", "t.events")
+    members = {
+        "member-a": a.metadata(["t.events", "t.events.rekeyed"]),
+        "member-b": b.metadata(["t.events", "t.events.rekeyed"]),
+    }
+    assignments = a.assign(Cluster(), members)
+    for member, assignor in (("member-a", a), ("member-b", b)):
+        assignor.on_assignment(assignments[member])
+        mine = dict(assignments[member].assignment)
+        assert mine["t.events"] == mine["t.events.rekeyed"]  # co-partitioned
+    assert (
+        a.owners
+        == b.owners
+        == {
+            0: "http://a:1",
+            1: "http://a:1",
+            2: "http://a:1",
+            3: "http://b:2",
+            4: "http://b:2",
+            5: "http://b:2",
+        }
+    )
+
+
+def test_an_assignment_without_an_owner_map_routes_nothing() -> None:
+    assignor = OwnerAssignor("http://a:1", "t.events")
+    assignor.owners = {0: "http://old"}
+    assignor.on_assignment(ConsumerProtocolMemberAssignment(0, [("t.events", [0])], b"\xff"))
+    assert assignor.owners == {}
+
+
+def test_partition_for_is_kafkas_default_partitioner() -> None:
+    from kafka.partitioner.default import murmur2  # kafka-python's own port of Java's
+
+    keys = [f"conversation-{i}".encode() for i in range(200)] + [b"", "ünï".encode()]
+    for key in keys:
+        assert partition_for(key, 6) == (murmur2(key) & 0x7FFFFFFF) % 6
+    assert len({partition_for(key, 6) for key in keys}) == 6
+
+
+def partition() -> Partition:
+    heads, history = ChangeStore(orjson.dumps), ChangeStore(bytes)
+    return Partition(0, heads, history, StreamFolder(heads, history))
+
+
+def test_a_partition_hands_on_records_in_order_and_drops_repeats() -> None:
+    part = partition()
+    tp = TopicPartition("t.events", 0)
+    part.next_offset[tp] = 5  # the committed offset the worker seeked to
+    part.put(tp, [Message(3), Message(4)])  # fetched before the seek: already applied
+    assert part.waiting == 0 and not part.pending
+    part.put(tp, [Message(4), Message(5), Message(7)])  # a gap: transaction markers
+    part.put(tp, [Message(8)])
+    taken = part.take(2)
+    assert [(t, [m.offset for m in ms]) for t, ms in taken] == [(tp, [5, 7])]
+    assert part.waiting == 1
+    assert [[m.offset for m in ms] for _, ms in part.take(10)] == [[8]]
+    assert part.take(10) == [] and part.waiting == 0
+
+
+def test_a_change_store_drains_the_last_value_of_each_changed_key_once() -> None:
+    store = ChangeStore(orjson.dumps)
+    store["a"] = {"n": 1}
+    store["b"] = {"n": 2}
+    store["a"] = {"n": 3}
+    assert sorted(store.drain()) == [(b"a", b'{"n":3}'), (b"b", b'{"n":2}')]
+    assert store.drain() == []
+    assert dict(store) == {"a": {"n": 3}, "b": {"n": 2}} and len(store) == 2
+    store.load(b"c", b'{"n":4}', orjson.loads)  # restored from the changelog: not a change
+    assert store.get("c") == {"n": 4} and store.drain() == []
+
+
+def test_a_full_collection_unfreezes_collects_and_freezes_again() -> None:
+    worker = Worker(load_settings())
+    worker._full_collection = 0.0
+    cycle: list[Any] = []
+    cycle.append(cycle)
+    gc.freeze()
+    del cycle  # frozen cyclic garbage: only a full collection with unfreeze reclaims it
+    frozen = gc.get_freeze_count()
+    worker._collect()
+    assert gc.get_freeze_count() < frozen
+    assert worker._full_collection > 0.0
+    gc.unfreeze()
