@@ -19,6 +19,8 @@ Rules of this module (the shell owns the IO; this module owns the decisions):
 * Heads are written at ``flush`` (the shell calls it before it persists a batch): a
   conversation's ``state`` is computed once per batch, not once per event. Until then the
   folder keeps the changed heads itself, so deduplication and rebuilding already see them.
+* Pending reminders live in the head (``reminders``, see ``processors.reminders``), updated as
+  events are folded; ``fire`` takes a due one out and says what to publish.
 * Trackers are cached in memory (least recently used first out). A conversation that is not
   cached is rebuilt once from its history, the only replay this module does.
 * Time: a record's missing timestamp is the broker's record time, so a replay decodes the same.
@@ -33,6 +35,7 @@ from typing import Any, Literal, NamedTuple
 import orjson
 
 from events.errors import EventError, InvalidField
+from events.model import ReminderScheduled, UserUttered
 from events.wire import (
     DEFAULT_MAX_RECORD_BYTES,
     decode_event,
@@ -41,6 +44,7 @@ from events.wire import (
     encode_event,
 )
 from processors.domain import Domain
+from processors.reminders import Pending, fire, observe
 from processors.signals import Signal, SignalState, Source, decide
 from processors.tracker import DialogueStateTracker
 
@@ -169,6 +173,7 @@ class StreamFolder:
             return Outcome("skipped", source, conversation_id)
         head["offsets"][partition_key] = source.offset
         head.update(count=0, signals=list(SignalState()), replaced=body.get("request", ""))
+        head.pop("reminders", None)  # their reminder events are gone with the history
         self._live[conversation_id] = head
         self._cache.pop(conversation_id, None)
         self._cache[conversation_id] = (
@@ -196,12 +201,33 @@ class StreamFolder:
             tracker.followup_action,
             source,
         )
+        pending = head.get("reminders")
+        if pending or type(event) is ReminderScheduled:
+            changed = observe(pending or {}, event, count, tracker)
+            if changed is not None:
+                _set_reminders(head, changed)
         head["count"] = count + 1
         offsets[partition_key] = source.offset
         if signals or memory[0] != remembered[0] or memory[1] != remembered[1]:
             head["signals"] = list(memory)
         self._live[conversation_id] = head
         return Outcome("folded", source, conversation_id, signals)
+
+    def fire(
+        self, conversation_id: str, name: str, due: float, now: float, grace_s: float
+    ) -> tuple[Signal, UserUttered | None] | None:
+        """Fire the conversation's reminder ``name`` due at ``due``: it is no longer pending, and
+        the shell publishes what :func:`processors.reminders.fire` returns. None if no such
+        reminder is pending any more (cancelled, fired, or re-armed for another time)."""
+        head = self._head(conversation_id)
+        pending = head.get("reminders") or {}
+        reminder = pending.get(name)
+        if reminder is None or reminder["due"] != due:
+            return None
+        _set_reminders(head, {n: r for n, r in pending.items() if n != name})
+        self._live[conversation_id] = head
+        channel = self.tracker(conversation_id).get_latest_input_channel()
+        return fire(conversation_id, reminder, now, grace_s, channel)
 
     def flush(self) -> list[str]:
         """Write the head of every conversation folded since the last flush to ``heads`` (its
@@ -241,6 +267,13 @@ class StreamFolder:
             return
         for conversation_id in [c for c, (p, _) in self._cache.items() if p in partitions]:
             del self._cache[conversation_id]
+
+
+def _set_reminders(head: Head, pending: Pending) -> None:
+    if pending:
+        head["reminders"] = pending
+    else:
+        head.pop("reminders", None)
 
 
 _PARTITION_KEYS: dict[tuple[str, int], str] = {}

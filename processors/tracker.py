@@ -248,6 +248,13 @@ class DialogueStateTracker(TrackerQueries):
         positions = compute_applied(range(base, self._count), at, loop_names(self._events))
         return [at(seq) for seq in positions]
 
+    def applied_positions(self) -> list[int]:
+        """The 0-based numbers (in the order logged) of the applied events."""
+        if self.max_event_history is None:
+            return list(self._acc)
+        base = self._count - len(self._events)
+        return list(compute_applied(range(base, self._count), self._at, loop_names(self._events)))
+
     def _at(self, seq: int) -> Event:
         return self._events[seq - (self._count - len(self._events))]
 

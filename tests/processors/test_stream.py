@@ -213,3 +213,40 @@ def test_a_replace_control_starts_the_conversation_again() -> None:
 def test_bad_control_records_are_dead(record: Inbound, words: str) -> None:
     outcome = folder().process(record)
     assert outcome.kind == "dead" and words in str(outcome.error)
+
+
+def test_pending_reminders_are_kept_in_the_head_and_fired_once() -> None:
+    due = "2026-11-21T10:00:00+00:00"
+    stream = folder()
+    stream.process(
+        _event(0, {"event": "user", "text": "hi", "parse_data": {}, "input_channel": "web"})
+    )
+    stream.process(
+        _event(1, {"event": "reminder", "name": "r", "intent": "nudge", "date_time": due})
+    )
+    stream.process(
+        _event(2, {"event": "reminder", "name": "x", "intent": "other", "date_time": due})
+    )
+    stream.process(_event(3, {"event": "cancel_reminder", "name": "x"}))
+    stream.flush()
+    pending = stream.heads["c1"]["reminders"]
+    assert list(pending) == ["r"]
+    due_s = pending["r"]["due"]
+    assert stream.fire("c1", "r", due_s + 1, due_s + 2, 60.0) is None  # re-armed for another time
+    fired = stream.fire("c1", "r", due_s, due_s + 2, 60.0)
+    assert fired is not None
+    signal, external = fired
+    assert signal.kind == "reminder_triggered" and signal.data["late_s"] == 2.0
+    assert external is not None and external.input_channel == "web"
+    assert stream.fire("c1", "r", due_s, due_s + 3, 60.0) is None  # fired already
+    stream.flush()
+    assert "reminders" not in stream.heads["c1"]
+
+
+def test_a_replace_cancels_the_pending_reminders() -> None:
+    due = "2026-11-21T10:00:00+00:00"
+    stream = folder()
+    stream.process(_event(0, {"event": "reminder", "name": "r", "intent": "i", "date_time": due}))
+    stream.process(_replace(1))
+    stream.flush()
+    assert "reminders" not in stream.heads["c1"]
