@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 SAMPLE := deploy/samples/conversations.jsonl
 
 .DEFAULT_GOAL := help
-.PHONY: help setup kafka-jars run replay stop test lint typecheck unit bench-fold bench-pipeline clean
+.PHONY: help setup kafka-jars run replay stop test lint typecheck unit bench-fold bench-pipeline bench-reminders clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -51,6 +51,9 @@ bench-fold: setup ## Decode+fold events/s vs a json.loads baseline (1M+ generate
 
 bench-pipeline: kafka-jars ## One worker on a local Kafka: end-to-end events/s vs raw consume, latency
 	$(BIN)/python -m bench.pipeline
+
+bench-reminders: kafka-jars ## One worker on a local Kafka: reminder firing delay, bytes per pending reminder
+	$(BIN)/python -m bench.reminders
 
 clean: ## Remove build, test and benchmark leftovers
 	rm -rf out bench/out .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov *.egg-info

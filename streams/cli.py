@@ -21,6 +21,7 @@ import click
 
 from streams.broker_cli import broker
 from streams.publish_cli import publish
+from streams.reminders_cli import reminders
 from streams.replay_cli import replay
 from streams.tail_cli import tail
 from streams.worker_cli import worker
@@ -47,6 +48,7 @@ main.add_command(broker)
 main.add_command(publish)
 main.add_command(worker)
 main.add_command(tail)
+main.add_command(reminders)
 
 if __name__ == "__main__":
     main()

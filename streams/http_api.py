@@ -13,6 +13,7 @@ Rules of this module:
       POST /conversations/{id}/tracker/events  one event or a list; answers the new state
       PUT  /conversations/{id}/tracker/events  a list that replaces the history
       GET  /conversations/{id}/story?until=&all_sessions=
+      GET  /conversations/{id}/reminders       pending reminders, soonest first
 
   Conversation ids may contain ``/`` (Rasa's ``path`` converter) and arrive percent-decoded.
 * A conversation request goes through, in order: auth (:mod:`streams.http_auth`), the body limit
@@ -85,6 +86,10 @@ class ConversationService(Protocol):
 
     async def conversations(self, offset: int, limit: int) -> tuple[list[dict[str, Any]], int]:
         """A page of JSON-ready conversation summaries and the total number of conversations."""
+        ...
+
+    async def reminders(self, conversation_id: str) -> list[dict[str, Any]] | None:
+        """The conversation's pending reminders, soonest first (None: unknown conversation)."""
         ...
 
     async def append(self, conversation_id: str, events: list[Event]) -> None:
@@ -173,6 +178,7 @@ def create_app(
     app.router.add_post(f"{one}/tracker/events", api.per_conversation(api.append_events))
     app.router.add_put(f"{one}/tracker/events", api.per_conversation(api.replace_events))
     app.router.add_get(f"{one}/story", api.per_conversation(api.story))
+    app.router.add_get(f"{one}/reminders", api.per_conversation(api.reminders))
     return app
 
 
@@ -283,16 +289,17 @@ class _Api:
     async def story(self, request: web.Request, conversation_id: str, _: bytes) -> web.Response:
         tracker = await self.service.tracker(conversation_id)
         if tracker is None:
-            raise ApiError(
-                404,
-                "Not found",
-                "Conversation ID not found.",
-                {"parameter": "conversation_id", "in": "path", "value": conversation_id},
-            )
+            raise _unknown(conversation_id)
         until = inputs.float_arg(request, "until")
         all_sessions = inputs.bool_arg(request, "all_sessions")
         text = _stories(tracker, self.domain, until=until, all_sessions=all_sessions)
         return web.Response(text=text, content_type="text/yaml", charset="utf-8")
+
+    async def reminders(self, request: web.Request, conversation_id: str, _: bytes) -> web.Response:
+        pending = await self.service.reminders(conversation_id)
+        if pending is None:
+            raise _unknown(conversation_id)
+        return json_response({"sender_id": conversation_id, "reminders": pending})
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -308,6 +315,15 @@ class _Api:
         if tracker is None:
             return DialogueStateTracker(conversation_id, self.domain)
         return tracker
+
+
+def _unknown(conversation_id: str) -> ApiError:
+    return ApiError(
+        404,
+        "Not found",
+        "Conversation ID not found.",
+        {"parameter": "conversation_id", "in": "path", "value": conversation_id},
+    )
 
 
 def _secret(value: SecretStr | None) -> str | None:

@@ -137,6 +137,17 @@ class Settings(BaseSettings):
     )
     jwt_method: JwtMethod = Field("HS256", description="JWT signature algorithm")
     max_body_bytes: int = Field(MiB, ge=1, description="largest HTTP request body accepted")
+    reminder_grace_s: float = Field(
+        300.0,
+        ge=0,
+        description="how late a reminder may still fire (it fell due while no worker ran); "
+        "later ones are reported as missed",
+    )
+    reminder_events: bool = Field(
+        True,
+        description="publish the external user event of a fired reminder to the events topic "
+        "(as Rasa logs it), not only the reminder_triggered signal",
+    )
     max_batch_records: int = Field(
         2000,
         ge=1,

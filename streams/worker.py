@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import heapq
 import logging
 import time
 from collections import defaultdict
@@ -50,10 +51,12 @@ from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 
 from events.errors import EventError
-from events.wire import dumps
+from events.wire import dumps, encode_record
 from processors.domain import Domain
+from processors.reminders import REMINDER_TRIGGERED, listing
 from processors.signals import Source
 from processors.stream import CONTROL_HEADER, Head, Inbound, Outcome, StreamFolder
+from streams.publisher import RASA_ENVIRONMENT_HEADER
 from streams.settings import Settings, kafka_client_config
 from streams.topics import Topics, changelog_topics
 
@@ -186,6 +189,22 @@ class Partition:
     # the next offset to hand on per topic partition: a fetch started before the worker's seek
     # repeats records (the heads' offsets would skip them; this drops them before decoding)
     next_offset: dict[TopicPartition, int] = field(default_factory=dict)
+    # pending reminders by due time: (due, conversation, name), each entry once
+    due: list[tuple[float, str, str]] = field(default_factory=list)
+    indexed: set[tuple[float, str, str]] = field(default_factory=set)
+
+    def index(self, conversation_ids: Iterable[str]) -> None:
+        """Put the conversations' pending reminders on the due-time index."""
+        for conversation_id in conversation_ids:
+            head = self.heads.get(conversation_id)
+            for reminder in (head or {}).get("reminders", {}).values():
+                entry = (reminder["due"], conversation_id, reminder["name"])
+                if entry not in self.indexed:
+                    self.indexed.add(entry)
+                    heapq.heappush(self.due, entry)
+
+    def next_due(self) -> float | None:
+        return self.due[0][0] if self.due else None
 
     def put(self, tp: TopicPartition, messages: list[Any]) -> None:
         first = self.next_offset.get(tp, -1)
@@ -261,6 +280,8 @@ class Worker:
         self.assignor = OwnerAssignor(self.url, self.topics.events)
         self.partitions: dict[int, Partition] = {}
         self.counts = {"folded": 0, "skipped": 0, "rekeyed": 0, "replaced": 0, "dead": 0}
+        self.reminder_counts = {"fired": 0, "missed": 0}
+        self._record_headers = [(RASA_ENVIRONMENT_HEADER, settings.rasa_environment.encode())]
         self.ready = asyncio.Event()
         self._lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
@@ -278,6 +299,14 @@ class Worker:
     def head(self, conversation_id: str) -> Head | None:
         owned = self.owned(conversation_id)
         return None if owned is None else owned.heads.get(conversation_id)
+
+    def reminders(self, conversation_id: str) -> list[dict[str, Any]] | None:
+        """The conversation's pending reminders, soonest first (None: not a conversation here)."""
+        head = self.head(conversation_id)
+        return None if head is None else listing(head.get("reminders", {}))
+
+    def pending_reminders(self) -> int:
+        return sum(len(part.indexed) for part in self.partitions.values())
 
     def local_heads(self) -> dict[str, Head]:
         return {c: h for part in self.partitions.values() for c, h in part.heads.items()}
@@ -304,7 +333,8 @@ class Worker:
         self._consumer = consumer
         await consumer.start()
         try:
-            for topic in (self.topics.signals, self.topics.dlq, self.topics.rekeyed):
+            topics = self.topics
+            for topic in (topics.events, topics.signals, topics.dlq, topics.rekeyed):
                 self._sizes[topic] = len(await self._partitions_of(consumer, topic))
             consumer.subscribe([self.topics.events, self.topics.rekeyed], listener=_Listener(self))
             # the state is many small long-lived objects: collect the young generation rarely
@@ -372,23 +402,52 @@ class Worker:
         return max((part.waiting for part in self.partitions.values()), default=0)
 
     async def _pipeline(self, owned: Partition) -> None:
-        """Fold and commit the partition's waiting records, one transaction at a time."""
+        """Fold and commit the partition's waiting records and fire its due reminders, one
+        transaction at a time."""
         limit = self.settings.max_batch_records
         while True:
-            await owned.wakeup.wait()
+            due = owned.next_due()
+            if due is None:
+                await owned.wakeup.wait()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(owned.wakeup.wait(), max(0.0, due - time.time()))
             owned.wakeup.clear()
             if owned.closing:
                 return
             parts = owned.take(limit)
             if owned.waiting:
                 owned.wakeup.set()
-            if not parts:
+            due = owned.next_due()
+            if not parts and (due is None or due > time.time()):
                 continue
             try:
                 await self._transact(owned, parts)
             except Exception as error:
                 owned.failed = error
                 return
+
+    def _fire_due(self, owned: Partition, outbox: Outbox) -> None:
+        """Fire every reminder of the partition that is due now (see processors.reminders)."""
+        now = time.time()
+        settings, topics = self.settings, self.topics
+        while owned.due and owned.due[0][0] <= now:
+            entry = heapq.heappop(owned.due)
+            owned.indexed.discard(entry)
+            due, conversation_id, name = entry
+            fired = owned.folder.fire(conversation_id, name, due, now, settings.reminder_grace_s)
+            if fired is None:
+                continue  # cancelled, or re-armed for another time
+            signal, external = fired
+            fired_or_missed = "fired" if signal.kind == REMINDER_TRIGGERED else "missed"
+            self.reminder_counts[fired_or_missed] += 1
+            key = conversation_id.encode()
+            partition = partition_for(key, self._sizes[topics.signals])
+            outbox.add(topics.signals, partition, key, dumps(signal.as_dict()))
+            if external is not None and settings.reminder_events:
+                value = dumps(encode_record(external, conversation_id))
+                partition = partition_for(key, self._sizes[topics.events])
+                outbox.add(topics.events, partition, key, value, self._record_headers)
 
     async def _transact(
         self, owned: Partition, parts: list[tuple[TopicPartition, list[Any]]]
@@ -411,7 +470,8 @@ class Worker:
                 counts[outcome.kind] += 1
                 self._effects(outbox, outcome, record, message.headers)
             offsets[tp] = messages[-1].offset + 1
-        folder.flush()
+        self._fire_due(owned, outbox)
+        owned.index(folder.flush())
         number = owned.number
         for key, value in owned.heads.drain():
             outbox.add(self.heads_changelog, number, key, value)
@@ -422,7 +482,8 @@ class Worker:
         await producer.begin_transaction()
         try:
             futures = await outbox.send(producer)
-            await producer.send_offsets_to_transaction(dict(offsets), self.settings.app_id)
+            if offsets:
+                await producer.send_offsets_to_transaction(dict(offsets), self.settings.app_id)
             await producer.commit_transaction()
         except BaseException:
             with contextlib.suppress(Exception):
@@ -496,6 +557,8 @@ class Worker:
                     with contextlib.suppress(Exception):
                         await part.producer.stop()
             raise
+        for part in opened.values():
+            part.index(list(part.heads))
         self.partitions.update(opened)
         gc.freeze()
         for part in opened.values():

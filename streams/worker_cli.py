@@ -21,6 +21,7 @@ FIELDS = {
     "topic_prefix": "PREFIX",
     "app_id": "NAME",
     "max_batch_records": "N",
+    "reminder_grace_s": "SECONDS",
     "web_host": "HOST",
     "web_port": "PORT",
 }

@@ -63,6 +63,9 @@ class WorkerService(ConversationService):
             return None
         return owned.folder.tracker(conversation_id, partition=owned.number)
 
+    async def reminders(self, conversation_id: str) -> list[dict[str, Any]] | None:
+        return self.worker.reminders(conversation_id)
+
     async def conversations(self, offset: int, limit: int) -> tuple[list[dict[str, Any]], int]:
         heads = self.worker.local_heads()
         ids = sorted(heads)
@@ -108,6 +111,10 @@ class WorkerService(ConversationService):
             "uptime_s": round(time.time() - self.started, 1),
             "partitions": sorted(self.worker.partitions),
             "records": dict(self.worker.counts),
+            "reminders": {
+                **self.worker.reminder_counts,
+                "pending": self.worker.pending_reminders(),
+            },
         }
 
 

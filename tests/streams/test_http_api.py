@@ -144,6 +144,11 @@ class FakeService:
         ]
         return page, len(ids)
 
+    async def reminders(self, conversation_id: str) -> list[dict[str, Any]] | None:
+        if conversation_id not in self.trackers:
+            return None
+        return [{"name": "r1", "due": 1.0}]
+
     async def append(self, conversation_id: str, events: list[Event]) -> None:
         await self._work("append", conversation_id, events)
         tracker = self.trackers.setdefault(conversation_id, DialogueStateTracker(conversation_id))
@@ -574,6 +579,20 @@ async def test_story_of_an_unknown_conversation_is_404() -> None:
         error = await response.json()
         rasa_error(error, 404, "Not found")
         assert error["message"] == "Conversation ID not found."
+
+
+# -- reminders -----------------------------------------------------------------------------------
+
+
+@asynchronous
+async def test_reminders_are_listed_per_conversation() -> None:
+    async with serving(FakeService({"c1": CONVERSATION[:1]})) as client:
+        found = await client.get(path("c1", "reminders"))
+        assert found.status == 200
+        assert await found.json() == {"sender_id": "c1", "reminders": [{"name": "r1", "due": 1.0}]}
+        unknown = await client.get(path("nobody", "reminders"))
+        assert unknown.status == 404
+        rasa_error(await unknown.json(), 404, "Not found")
 
 
 # -- listing -------------------------------------------------------------------------------------

@@ -49,7 +49,6 @@ class Run:
             "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
             "TRACKERFLOW_TOPIC_PREFIX": self.prefix,
             "TRACKERFLOW_APP_ID": self.prefix,
-            "TRACKERFLOW_DATA_DIR": str(self.tmp / f"worker-{index}"),
             "TRACKERFLOW_WEB_PORT": str(7000 + index + random.randint(0, 900)),
         }
 
@@ -118,17 +117,28 @@ def sample() -> list[tuple[bytes | None, bytes]]:
 
 
 def offline(records: list[tuple[bytes | None, bytes]]) -> tuple[dict[str, Any], list[Any]]:
-    """Heads and signals (without their source) of folding ``records`` once, in order."""
+    """Heads and signals (without their source) of folding ``records`` once, in order; the
+    reminders still pending at the end were due years ago, so a worker reports each as missed
+    (once)."""
     folder = StreamFolder({}, {})
     signals = []
     for offset, (key, value) in enumerate(records):
         outcome = folder.process(Inbound("t", 0, offset, key, value, 0.0))
         signals += [{**s.as_dict(), "source": None} for s in outcome.signals]
     folder.flush()
+    for conversation_id, head in folder.heads.items():
+        for name in head.get("reminders", {}):
+            signals.append(
+                {"signal": "reminder_missed", "conversation_id": conversation_id, "name": name}
+            )
     return dict(folder.heads), signals
 
 
 def key_of(signal: dict[str, Any]) -> bytes:
+    """What identifies a signal (a reminder's: its kind, conversation and name; its times are
+    the worker's)."""
+    if signal["signal"].startswith("reminder_"):
+        signal = {k: signal[k] for k in ("signal", "conversation_id", "name")}
     return orjson.dumps({**signal, "source": None}, option=orjson.OPT_SORT_KEYS)
 
 
@@ -143,7 +153,11 @@ def test_a_worker_folds_every_conversation_like_an_offline_fold(run: Run) -> Non
     }
     signals = [orjson.loads(m.value) for m in run.read(".signals")]
     assert sorted(map(key_of, signals)) == sorted(map(key_of, expected_signals))
-    assert all(s["source"]["topic"] == f"{run.prefix}.events" for s in signals)
+    assert all(
+        s["source"]["topic"] == f"{run.prefix}.events"
+        for s in signals
+        if not s["signal"].startswith("reminder_")  # fired by the clock, not by a record
+    )
 
 
 def test_bad_records_go_to_the_dead_letter_topic_and_keyless_ones_are_rekeyed(run: Run) -> None:
