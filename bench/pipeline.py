@@ -563,13 +563,28 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--events, --rate, --seconds and --conversations must be positive")
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    deployment = Deployment(
+        Path(tempfile.mkdtemp(prefix="trackerflow-bench-")),
+        max_batch_records=args.max_batch_records,
+    )
+    return execute(
+        lambda report: run(args, deployment, report), deployment, args.output, args.worker_log
+    )
+
+
+def execute(
+    body: Callable[[Report], None],
+    deployment: Deployment,
+    output: Path,
+    worker_log: Path | None = None,
+) -> int:
+    """Run a benchmark ``body`` on ``deployment`` and always clean up (worker, broker, temporary
+    files, even on Ctrl-C or SIGTERM); save what it reported to ``output``. The exit status."""
     report = Report()
     previous_int = signal.getsignal(signal.SIGINT)
     previous = signal.signal(signal.SIGTERM, _terminate)
-    tmp = Path(tempfile.mkdtemp(prefix="trackerflow-bench-"))
-    deployment = Deployment(tmp, max_batch_records=args.max_batch_records)
     try:
-        run(args, deployment, report)
+        body(report)
         status = 0
     except (BenchError, broker.BrokerError) as error:
         report.say(f"\nbenchmark failed: {error}")
@@ -584,15 +599,16 @@ def main(argv: list[str] | None = None) -> int:
             deployment.stop_worker()
         with _cleanup_step(report, "stopping the broker"):
             deployment.stop_broker()
-        if args.worker_log is not None and deployment.log_path.is_file():
+        if worker_log is not None and deployment.log_path.is_file():
             with _cleanup_step(report, "copying the worker log"):
-                shutil.copyfile(deployment.log_path, args.worker_log)
-        shutil.rmtree(tmp, ignore_errors=True)
+                shutil.copyfile(deployment.log_path, worker_log)
+        shutil.rmtree(deployment.tmp, ignore_errors=True)
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, previous_int)
         if report.lines:
-            report.save(args.output)
-            print(f"(saved to {args.output})", file=sys.stderr)
+            output.parent.mkdir(parents=True, exist_ok=True)
+            report.save(output)
+            print(f"(saved to {output})", file=sys.stderr)
     return status
 
 

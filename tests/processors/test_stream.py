@@ -250,3 +250,24 @@ def test_a_replace_cancels_the_pending_reminders() -> None:
     stream.process(_replace(1))
     stream.flush()
     assert "reminders" not in stream.heads["c1"]
+
+
+def test_a_reminder_firing_in_a_paused_conversation_is_logged_without_signals() -> None:
+    due = "2026-11-21T10:00:00+00:00"
+    stream = folder()
+    stream.process(_event(0, {"event": "reminder", "name": "r", "intent": "i", "date_time": due}))
+    stream.process(_event(1, {"event": "pause"}))
+    held = stream.process(_event(2, {"event": "followup", "name": "utter_later"}))
+    assert held.signals == []  # paused: the followup is held back
+    stream.flush()
+    due_s = stream.heads["c1"]["reminders"]["r"]["due"]
+    fired = stream.fire("c1", "r", due_s, due_s, 60.0)
+    assert fired is not None and fired[1] is not None
+    from events.wire import dumps, encode_record
+
+    external = Inbound("t.events", 0, 3, b"c1", dumps(encode_record(fired[1], "c1")), 1.0)
+    outcome = stream.process(external)
+    assert (outcome.kind, outcome.signals) == ("folded", [])  # logged; the followup stays held
+    stream.flush()
+    state = stream.heads["c1"]["state"]
+    assert state["paused"] is True and state["latest_message"]["text"] == "EXTERNAL: i"
