@@ -399,7 +399,11 @@ class Worker:
             self._consumer.seek(tp, messages[0].offset)
 
     def _backlog(self) -> int:
-        return max((part.waiting for part in self.partitions.values()), default=0)
+        """The most records waiting in a working partition (a failed one is rolled back by the
+        next dispatch, so it must not hold the fetching up)."""
+        return max(
+            (part.waiting for part in self.partitions.values() if part.failed is None), default=0
+        )
 
     async def _pipeline(self, owned: Partition) -> None:
         """Fold and commit the partition's waiting records and fire its due reminders, one
