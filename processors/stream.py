@@ -74,6 +74,7 @@ class Outcome(NamedTuple):
     conversation_id: str | None = None
     signals: Sequence[Signal] = ()
     error: EventError | None = None
+    event_time: float = 0.0  # the folded event's timestamp (0.0 for other outcomes)
 
 
 def history_key(conversation_id: str, seq: int) -> str:
@@ -211,7 +212,7 @@ class StreamFolder:
         if signals or memory[0] != remembered[0] or memory[1] != remembered[1]:
             head["signals"] = list(memory)
         self._live[conversation_id] = head
-        return Outcome("folded", source, conversation_id, signals)
+        return Outcome("folded", source, conversation_id, signals, None, event.timestamp)
 
     def fire(
         self, conversation_id: str, name: str, due: float, now: float, grace_s: float

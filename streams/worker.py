@@ -71,6 +71,7 @@ RETRY_S = 1.0
 # frozen (rare: the fold makes no cycles) is reclaimed with a single pause.
 GC_YOUNG_THRESHOLD = 50_000  # allocations between young collections (Python's default: 700)
 GC_FULL_COLLECTION_S = 600.0
+HELD_RECHECK_S = 0.2
 
 
 def partition_for(key: bytes, partitions: int) -> int:
@@ -192,6 +193,10 @@ class Partition:
     # pending reminders by due time: (due, conversation, name), each entry once
     due: list[tuple[float, str, str]] = field(default_factory=list)
     indexed: set[tuple[float, str, str]] = field(default_factory=set)
+    # the latest event time folded; a due reminder fires once this has passed its due time or
+    # the partition has nothing left to read (a backlog may still hold what cancels it)
+    event_time: float = 0.0
+    held: bool = False  # a due reminder waits for the partition to catch up
 
     def index(self, conversation_ids: Iterable[str]) -> None:
         """Put the conversations' pending reminders on the due-time index."""
@@ -414,8 +419,10 @@ class Worker:
             if due is None:
                 await owned.wakeup.wait()
             else:
+                # a held reminder: look again when records come, or shortly (catching up)
+                wait = HELD_RECHECK_S if owned.held else max(0.0, due - time.time())
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(owned.wakeup.wait(), max(0.0, due - time.time()))
+                    await asyncio.wait_for(owned.wakeup.wait(), wait)
             owned.wakeup.clear()
             if owned.closing:
                 return
@@ -431,11 +438,34 @@ class Worker:
                 owned.failed = error
                 return
 
-    def _fire_due(self, owned: Partition, outbox: Outbox) -> None:
-        """Fire every reminder of the partition that is due now (see processors.reminders)."""
+    async def _caught_up(self, owned: Partition) -> bool:
+        """Whether the partition has nothing left to read: every record up to the last stable
+        offset of its source partitions has been handed to it, and none is waiting."""
+        consumer = self._consumer
+        if owned.waiting or consumer is None:
+            return False
+        for tp in consumer.assignment():
+            if tp.partition == owned.number:
+                end = consumer.last_stable_offset(tp)
+                if end is None or await consumer.position(tp) < end:
+                    return False
+        return True
+
+    async def _fire_due(self, owned: Partition, outbox: Outbox) -> None:
+        """Fire every reminder of the partition that is due now (see processors.reminders) and
+        may fire: its due time is behind the partition's event time, or nothing is left to read.
+        """
         now = time.time()
         settings, topics = self.settings, self.topics
+        owned.held = False
+        caught_up: bool | None = None
         while owned.due and owned.due[0][0] <= now:
+            if owned.due[0][0] > owned.event_time:
+                if caught_up is None:
+                    caught_up = await self._caught_up(owned)
+                if not caught_up:
+                    owned.held = True
+                    return
             entry = heapq.heappop(owned.due)
             owned.indexed.discard(entry)
             due, conversation_id, name = entry
@@ -472,10 +502,14 @@ class Worker:
                 )
                 outcome = self._fold(folder, record)
                 counts[outcome.kind] += 1
+                owned.event_time = max(owned.event_time, outcome.event_time)
                 self._effects(outbox, outcome, record, message.headers)
             offsets[tp] = messages[-1].offset + 1
-        self._fire_due(owned, outbox)
-        owned.index(folder.flush())
+        await self._fire_due(owned, outbox)
+        changed = folder.flush()
+        if not parts and not changed and not outbox.records:
+            return  # a held reminder, still held: nothing to commit
+        owned.index(changed)
         number = owned.number
         for key, value in owned.heads.drain():
             outbox.add(self.heads_changelog, number, key, value)

@@ -142,3 +142,30 @@ def test_after_downtime_late_reminders_fire_and_older_ones_are_missed(
     assert by_conversation["old"]["signal"] == "reminder_missed"
     assert by_conversation["old"]["late_s"] >= 30.0
     os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_a_backlog_record_that_cancels_an_overdue_reminder_in_time_wins(
+    run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a worker catches up, a reminder that is already overdue waits until the records
+    before its due time are folded: here the user's message (before the due time) kills it,
+    even though every record is folded in its own transaction."""
+    monkeypatch.setenv("TRACKERFLOW_MAX_BATCH_RECORDS", "1")
+    now = time.time()
+    run.produce(
+        [
+            reminder("killed", "r", 1),
+            record("killed", event="slot", name="s", value=0, timestamp=now + 0.2),
+            record("killed", event="user", text="never mind", parse_data={}, timestamp=now + 0.5),
+            reminder("kept", "r", 1),
+            record("kept", event="slot", name="s", value=1, timestamp=now + 0.5),
+        ]
+    )
+    time.sleep(2)  # both overdue before any worker runs
+    run.start_worker(0)
+    deadline = time.monotonic() + 60
+    while not reminder_signals(run) and time.monotonic() < deadline:
+        time.sleep(1)
+    time.sleep(2)
+    fired = reminder_signals(run)
+    assert [(s["conversation_id"], s["signal"]) for s in fired] == [("kept", "reminder_triggered")]
