@@ -5,11 +5,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import IO, Any
 
 import click
+import yaml
 
+from events.errors import EventError
 from events.wire import DEFAULT_MAX_RECORD_BYTES
+from processors.domain import Domain
 from streams.outputs import OutputFile
 
 bootstrap_servers_option = click.option(
@@ -33,6 +37,39 @@ quiet_option = click.option(
     show_envvar=True,
     help="No progress bar and no summary; only errors and warnings on stderr.",
 )
+
+
+domain_option = click.option(
+    "--domain",
+    type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path),
+    envvar="TRACKERFLOW_DOMAIN",
+    show_envvar=True,
+    help="A Rasa domain.yml: its slots (with initial values) are the trackers' slots and slot "
+    "events for other names are ignored, as in Rasa. Without it any slot name is accepted.",
+)
+
+
+def load_domain(path: Path) -> Domain:
+    """Parse ``--domain`` (only slots and forms matter to a tracker); a usage error if unusable."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return Domain.from_dict(data or {})
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, EventError) as error:
+        raise click.BadParameter(
+            f"cannot use {str(path)!r}: {error}", param_hint="--domain"
+        ) from None
+
+
+def rejects_option(envvar: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--rejects FILE``: where a command writes the lines it rejected."""
+    return click.option(
+        "--rejects",
+        type=click.Path(dir_okay=False, writable=True, allow_dash=True),
+        envvar=envvar,
+        show_envvar=True,
+        help="Write every rejected line here as JSON lines: source, line, conversation_id, "
+        "error, reason, expected, got, raw (the line as text; invalid UTF-8 replaced).",
+    )
 
 
 def max_record_bytes_option(

@@ -70,10 +70,7 @@ class Forwarder:
             url = URL(owner.rstrip("/") + request.raw_path, encoded=True)
         except ValueError as error:
             raise _unreachable(conversation_id, owner, f"bad owner URL: {error}") from None
-        headers = {
-            name: request.headers[name] for name in FORWARDED_HEADERS if name in request.headers
-        }
-        headers[ROUTED_FROM] = f"{request.scheme}://{request.host}"
+        headers = _passed_on(request)
         try:
             async with self._session.request(
                 request.method, url, data=body or None, headers=headers, allow_redirects=False
@@ -109,10 +106,7 @@ class Forwarder:
         params = dict(query)
         if "token" in request.query:
             params["token"] = request.query["token"]
-        headers = {
-            name: request.headers[name] for name in FORWARDED_HEADERS if name in request.headers
-        }
-        headers[ROUTED_FROM] = f"{request.scheme}://{request.host}"
+        headers = _passed_on(request)
         url = URL(peer.rstrip("/")).with_path(request.path).with_query(params)
         try:
             async with self._session.get(url, headers=headers, allow_redirects=False) as upstream:
@@ -142,6 +136,14 @@ class Forwarder:
                 {"peer": peer, "status": status},
             )
         return answer
+
+
+def _passed_on(request: web.Request) -> dict[str, str]:
+    """The headers a request to another worker carries: the caller's credentials and content
+    headers, and where it comes from."""
+    headers = {name: request.headers[name] for name in FORWARDED_HEADERS if name in request.headers}
+    headers[ROUTED_FROM] = f"{request.scheme}://{request.host}"
+    return headers
 
 
 def _unreachable(conversation_id: str, owner: str, why: str) -> ApiError:

@@ -28,6 +28,7 @@ from streams.cli_params import (
     count,
     max_record_bytes_option,
     quiet_option,
+    rejects_option,
     topic_prefix_option,
     writable,
 )
@@ -107,14 +108,7 @@ class _Counts:
     help="Create the events (or --topic), signals and dead-letter topics if they are missing, "
     "with the partitions and configuration of the settings. Existing topics are left alone.",
 )
-@click.option(
-    "--rejects",
-    type=click.Path(dir_okay=False, writable=True, allow_dash=True),
-    envvar="TRACKERFLOW_PUBLISH_REJECTS",
-    show_envvar=True,
-    help="Write every rejected line here as JSON lines: source, line, conversation_id, error, "
-    "reason, expected, got, raw (the line as text; invalid UTF-8 replaced).",
-)
+@rejects_option("TRACKERFLOW_PUBLISH_REJECTS")
 @click.option(
     "--strict",
     is_flag=True,

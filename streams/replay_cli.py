@@ -14,16 +14,18 @@ from pathlib import Path
 from typing import IO
 
 import click
-import yaml
 
-from events import EventError, dumps
-from processors import Domain, EventVerbosity
+from events import dumps
+from processors import EventVerbosity
 from streams.cli_params import (
     BadInput,
     Timestamp,
     count,
+    domain_option,
+    load_domain,
     max_record_bytes_option,
     quiet_option,
+    rejects_option,
     writable,
 )
 from streams.progress import FileProgress
@@ -124,14 +126,7 @@ Exit status: 0 ok, 1 lines were rejected and --strict was given, 2 bad usage or 
     show_envvar=True,
     help="Also write every output conversation as a Rasa YAML story (one file, one header).",
 )
-@click.option(
-    "--rejects",
-    type=click.Path(dir_okay=False, writable=True, allow_dash=True),
-    envvar="TRACKERFLOW_REPLAY_REJECTS",
-    show_envvar=True,
-    help="Write every rejected line here as JSON lines: source, line, conversation_id, error, "
-    "reason, expected, got, raw (the line as text; invalid UTF-8 replaced).",
-)
+@rejects_option("TRACKERFLOW_REPLAY_REJECTS")
 @click.option(
     "--strict",
     is_flag=True,
@@ -139,14 +134,7 @@ Exit status: 0 ok, 1 lines were rejected and --strict was given, 2 bad usage or 
     show_envvar=True,
     help="Exit with status 1 if any line was rejected (everything else is still written).",
 )
-@click.option(
-    "--domain",
-    type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path),
-    envvar="TRACKERFLOW_DOMAIN",
-    show_envvar=True,
-    help="A Rasa domain.yml: its slots (with initial values) are the trackers' slots and slot "
-    "events for other names are ignored, as in Rasa. Without it any slot name is accepted.",
-)
+@domain_option
 @max_record_bytes_option("Reject input lines longer than this many bytes.")
 @quiet_option
 def replay(
@@ -178,24 +166,13 @@ def replay(
         verbosity=EventVerbosity.parse(verbosity),
         until=until,
         conversations=frozenset(conversations),
-        domain=_load_domain(domain) if domain is not None else None,
+        domain=load_domain(domain) if domain is not None else None,
         max_record_bytes=max_record_bytes,
         now=time.time(),
     )
     result = _replay(inputs, options, (output, stories, rejects), quiet)
     if strict and result.counts.rejected:
         sys.exit(1)
-
-
-def _load_domain(path: Path) -> Domain:
-    """Parse a domain.yml (only slots and forms matter to a tracker)."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        return Domain.from_dict(data or {})
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, EventError) as error:
-        raise click.BadParameter(
-            f"cannot use {str(path)!r}: {error}", param_hint="--domain"
-        ) from None
 
 
 def _replay(

@@ -537,7 +537,10 @@ class Worker:
             return folder.process(record)
         except Exception as error:  # a bug, not bad input: keep the worker and the record
             log.exception("folding %s:%d@%d failed", record.topic, record.partition, record.offset)
-            folder.discard()
+            # the conversation's cached tracker may hold the event half applied; its head and
+            # history do not (they change after the tracker), and the batch's other records
+            # stay folded: rebuild trackers from history instead of dropping the batch's heads
+            folder.forget()
             where = EventError(
                 f"internal error while folding: {type(error).__name__}: {error}",
                 expected="a record trackerflow can fold",

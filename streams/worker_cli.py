@@ -8,11 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 from aiokafka.errors import KafkaError
 
-from events.errors import EventError
-from processors.domain import Domain
+from streams.cli_params import domain_option, load_domain
 from streams.settings import SettingsError, env_vars, load_settings
 from streams.topics import TopicsError, ensure_topics
 
@@ -42,13 +40,7 @@ def _setting_options(command: Any) -> Any:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @_setting_options
-@click.option(
-    "--domain",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    envvar="TRACKERFLOW_DOMAIN",
-    show_envvar=True,
-    help="A Rasa domain.yml whose slots the trackers use (default: any slot name).",
-)
+@domain_option
 @click.option(
     "--loglevel",
     type=click.Choice(["debug", "info", "warning", "error"]),
@@ -76,11 +68,11 @@ def worker(domain: Path | None, loglevel: str, **overrides: Any) -> None:
     """
     from streams.worker_service import run_worker
 
+    parsed = load_domain(domain) if domain is not None else None
     try:
         settings = load_settings(**overrides)
-        parsed = Domain.from_dict(yaml.safe_load(domain.read_text())) if domain else None
         ensure_topics(settings)
-    except (SettingsError, TopicsError, EventError, OSError, yaml.YAMLError) as error:
+    except (SettingsError, TopicsError) as error:
         raise click.ClickException(str(error)) from None
     logging.basicConfig(
         level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -160,6 +160,22 @@ def assert_same_signals(
     assert pending <= set(fired) <= scheduled
 
 
+def assert_folded_exactly_once(
+    run: Run, records: list[tuple[bytes | None, bytes]], *, deadline_s: float
+) -> None:
+    """Every conversation's event count and state, and the signals, equal an offline fold."""
+    heads = run.wait_for_events(len(records), deadline_s=deadline_s)
+    expected_heads, expected_signals = offline(records)
+    assert {c: h["count"] for c, h in heads.items()} == {
+        c: h["count"] for c, h in expected_heads.items()
+    }
+    assert {c: h["state"] for c, h in heads.items()} == {
+        c: h["state"] for c, h in expected_heads.items()
+    }
+    signals = [orjson.loads(m.value) for m in run.read(".signals")]
+    assert_same_signals(signals, expected_signals, records)
+
+
 def key_of(signal: dict[str, Any]) -> bytes:
     """What identifies a signal (a reminder's: its kind, conversation and name; its times are
     the worker's)."""
@@ -223,16 +239,7 @@ def test_kill_9_mid_stream_applies_every_event_and_signal_exactly_once(run: Run)
             os.killpg(victim.pid, signal.SIGKILL)
             victim.wait(timeout=10)
             run.start_worker()
-    heads = run.wait_for_events(len(records), deadline_s=240)
-    expected_heads, expected_signals = offline(records)
-    assert {c: h["count"] for c, h in heads.items()} == {
-        c: h["count"] for c, h in expected_heads.items()
-    }
-    assert {c: h["state"] for c, h in heads.items()} == {
-        c: h["state"] for c, h in expected_heads.items()
-    }
-    signals = [orjson.loads(m.value) for m in run.read(".signals")]
-    assert_same_signals(signals, expected_signals, records)
+    assert_folded_exactly_once(run, records, deadline_s=240)
 
 
 def test_tail_prints_committed_records_as_json_lines(run: Run) -> None:
@@ -280,16 +287,7 @@ def test_workers_joining_and_dying_mid_stream_keep_exactly_once(run: Run) -> Non
         if number in steps:
             time.sleep(random.uniform(0.5, 2.0))
             steps[number]()
-    heads = run.wait_for_events(len(records), deadline_s=120)
-    expected_heads, expected_signals = offline(records)
-    assert {c: h["count"] for c, h in heads.items()} == {
-        c: h["count"] for c, h in expected_heads.items()
-    }
-    assert {c: h["state"] for c, h in heads.items()} == {
-        c: h["state"] for c, h in expected_heads.items()
-    }
-    signals = [orjson.loads(m.value) for m in run.read(".signals")]
-    assert_same_signals(signals, expected_signals, records)
+    assert_folded_exactly_once(run, records, deadline_s=120)
 
 
 def kill(process: subprocess.Popen[bytes]) -> None:
