@@ -195,7 +195,8 @@ class Deployment:
         self.broker_dir = self.tmp / "broker"
         started = time.perf_counter()
         info = broker.start(self.broker_dir, version=version)
-        self.bootstrap, self.broker_version = info.bootstrap, f"{version} (local, pid {info.pid})"
+        self.bootstrap = info.bootstrap
+        self.broker_version = f"{version} (local, pid {info.pid})"
         self.broker_pid = info.pid
         report.progress(f"broker {info.bootstrap} up in {time.perf_counter() - started:.1f} s")
 
@@ -428,6 +429,7 @@ class LatencyRun:
     own_cpu: float = math.nan  # of this process
     all_cpu: float = math.nan  # CPU seconds the machine was busy during the phase
     wall: float = math.nan
+    transactions: int = 0  # the worker committed during the phase
 
 
 async def _positioned(reader: Any, topic: str, partitions: int) -> None:
@@ -701,6 +703,7 @@ def run(args: argparse.Namespace, deployment: Deployment, report: Report) -> Non
 
     report.progress(f"latency: {args.rate:,.0f} events/s for {args.warmup + args.seconds:.0f} s")
     assert deployment.worker is not None
+    transactions = (deployment.health() or {}).get("transactions", 0)
     worker_cpu, broker_cpu, own_cpu, all_cpu, started = (
         cpu_seconds(deployment.worker.pid),
         cpu_seconds(deployment.broker_pid),
@@ -723,6 +726,7 @@ def run(args: argparse.Namespace, deployment: Deployment, report: Report) -> Non
     latency.broker_cpu = cpu_seconds(deployment.broker_pid) - broker_cpu
     latency.own_cpu = time.process_time() - own_cpu
     latency.all_cpu = system_busy() - all_cpu
+    latency.transactions = (deployment.health() or {}).get("transactions", 0) - transactions
     deployment.check_worker()
 
     # -- the report --
@@ -784,6 +788,11 @@ def run(args: argparse.Namespace, deployment: Deployment, report: Report) -> Non
     for name in LATENCY_ROWS:
         shown = ", ".join(f"{v:,.0f}" for v in latency.windows_ms[name])
         say(f"  {LATENCY_LABELS[name]:42} {shown}")
+    say(
+        f"worker transactions during the latency phase: {latency.transactions:,} "
+        f"({latency.transactions / latency.wall:,.0f}/s, "
+        f"{latency.achieved_rate * latency.wall / max(latency.transactions, 1):.1f} events each)"
+    )
     say(
         cpu_line(
             "the latency phase",

@@ -46,12 +46,13 @@ MAIN_CLASS = "kafka.Kafka"
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 MARKER = ".complete"
 LOG, PID, STATE = "broker.log", "broker.pid", "broker.json"
-JVM_FLAGS = (
-    "-XX:+UseSerialGC",
-    "-XX:TieredStopAtLevel=1",
-    "-XX:+ExitOnOutOfMemoryError",
-    "-Djava.awt.headless=true",
-)
+JVM_FLAGS = ("-XX:+UseSerialGC", "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true")
+# How the JVM compiles the broker. "quick" stops at the C1 compiler: no C2 compile bursts while
+# tests and the quick-start run, but each request then costs about 40% more broker CPU. "full" is
+# the JVM's normal tiered compilation, as production brokers run: cheaper once warm, but its
+# first minutes burn CPU compiling (the benchmarks measured worse with it).
+JIT_FLAGS = {"quick": ("-XX:TieredStopAtLevel=1",), "full": ()}
+DEFAULT_JIT = "quick"
 _HEAP = re.compile(r"^(\d+)([kmg])$", re.IGNORECASE)
 _UNIT = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
@@ -179,6 +180,7 @@ def start(
     controller_port: int | None = None,
     version: str = DEFAULT_VERSION,
     heap: str = DEFAULT_HEAP,
+    jit: str = DEFAULT_JIT,
     timeout: float = 90.0,
 ) -> BrokerInfo:
     """Start a broker in ``data_dir`` and wait until it answers a metadata request.
@@ -200,7 +202,7 @@ def start(
                 f"{data_dir} holds data of Kafka {previous.version}, not {version}: "
                 "use another --data-dir, or delete this one"
             )
-        options = jvm_options(version, heap)
+        options = jvm_options(version, heap, jit)
         jars = ensure_jars(version)
         java = _java()
         port = _port(port, "port")
@@ -273,8 +275,11 @@ def _format(java: Path, jars: Path, config: Path, cluster_id: str, data_dir: Pat
         raise BrokerError(f"formatting {data_dir / 'kraft'} failed:\n{output}")
 
 
-def jvm_options(version: str, heap: str) -> list[str]:
-    """The JVM flags of the broker: a small heap, fast start-up, the logging config of the line."""
+def jvm_options(version: str, heap: str, jit: str = DEFAULT_JIT) -> list[str]:
+    """The JVM flags of the broker: a small heap, the compilation mode (``JIT_FLAGS``), the
+    logging config of the version's line."""
+    if jit not in JIT_FLAGS:
+        raise BrokerError(f"jit {jit!r} is not one of {', '.join(JIT_FLAGS)}")
     match = _HEAP.match(heap)
     if match is None:
         raise BrokerError(f"heap {heap!r} is not a JVM size like 512m or 1g")
@@ -283,7 +288,7 @@ def jvm_options(version: str, heap: str) -> list[str]:
         logging = f"-Dlog4j.configuration=file:{DEPLOY / 'log4j.properties'}"
     else:
         logging = f"-Dlog4j2.configurationFile={DEPLOY / 'log4j2.properties'}"
-    return [f"-Xms{initial >> 10}k", f"-Xmx{heap}", *JVM_FLAGS, logging]
+    return [f"-Xms{initial >> 10}k", f"-Xmx{heap}", *JVM_FLAGS, *JIT_FLAGS[jit], logging]
 
 
 def _launch(java: Path, jars: Path, config: Path, options: list[str]) -> subprocess.Popen[bytes]:

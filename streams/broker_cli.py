@@ -79,6 +79,17 @@ def broker() -> None:
     help="Maximum JVM heap of the broker (-Xmx), e.g. 512m or 2g.",
 )
 @click.option(
+    "--jit",
+    type=click.Choice(list(local.JIT_FLAGS)),
+    default=local.DEFAULT_JIT,
+    show_default=True,
+    envvar="TRACKERFLOW_BROKER_JIT",
+    show_envvar=True,
+    help="How the JVM compiles Kafka: quick (C1 only: no compile bursts while tests run, about "
+    "40% more CPU per request) or full (the JVM's normal compilers, as in production: cheaper "
+    "once warm, after minutes of compiling).",
+)
+@click.option(
     "--timeout",
     type=click.FloatRange(min=1),
     default=90.0,
@@ -92,6 +103,7 @@ def start(
     controller_port: int,
     kafka_version: str,
     heap: str,
+    jit: str,
     timeout: float,
 ) -> None:
     """Start the broker and wait until it answers; print its bootstrap address.
@@ -108,7 +120,7 @@ def start(
             _say(f"Fetching the Kafka {kafka_version} jars with Maven (first start only) ...")
         info = local.start(
             data_dir, port=port, controller_port=controller_port or None,
-            version=kafka_version, heap=heap, timeout=timeout,
+            version=kafka_version, heap=heap, jit=jit, timeout=timeout,
         )  # fmt: skip
     except local.BrokerError as error:
         raise click.ClickException(str(error)) from error

@@ -10,16 +10,22 @@ How exactly-once works (proven by the kill -9 and rebalance tests in tests/strea
   transactional producer, ``transactional.id = <app_id>-<p>``. A batch of records of partition
   ``p`` is folded, and in ONE transaction of that producer go: the changed heads and the new
   history records (changelogs), the signals, the dead letters, the re-keyed copies, and the
-  consumer offsets. They commit together or not at all.
+  partition's new read positions (``POSITIONS_KEY`` in the heads changelog). They commit together
+  or not at all.
 * On assignment the worker starts the partition's producer first. Its ``InitProducerId`` fences
   any earlier owner (a zombie, or the process killed a moment ago) and aborts its open
   transaction. Only then does it read the changelog partitions (``read_committed``, up to the
-  last stable offset) into memory and seek to the committed offsets. State and position are
-  therefore always from the same committed transactions.
+  last stable offset) into memory, positions included, and seek to those positions. State and
+  position are therefore always from the same committed transactions.
 * Each head also stores the last applied offset per source partition, so a record delivered
   again (an offset commit that lost a race with a rebalance) is skipped, never applied twice.
 * If a transaction fails, the partition is rolled back: its state is re-read from the changelog
-  and the consumer seeks back to the committed offsets.
+  and the consumer seeks back to the positions in it.
+* The positions are not the consumer group's offsets: committing those in a transaction costs two
+  more round trips and a write to ``__consumer_offsets`` (and its markers) per transaction, which
+  halved the transactions a broker core sustains. The group's offsets are still committed every
+  few seconds, outside transactions, for lag monitoring only; they are read back only when a
+  partition's changelog has no positions (state written by an earlier trackerflow).
 
 faust-streaming was the first engine; its exactly-once mode lost and duplicated events under
 kill -9 and rebalances (signals outside the transaction, faust-streaming issue 177; table writes
@@ -40,6 +46,7 @@ from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiokafka.producer.sender
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
@@ -72,6 +79,17 @@ RETRY_S = 1.0
 GC_YOUNG_THRESHOLD = 50_000  # allocations between young collections (Python's default: 700)
 GC_FULL_COLLECTION_S = 600.0
 HELD_RECHECK_S = 0.2
+# The heads changelog key of a partition's read positions ({source topic: next offset}). Not
+# UTF-8, so no conversation id (a UTF-8 string) can ever have it.
+POSITIONS_KEY = b"\xfftrackerflow.positions"
+LAG_COMMIT_S = 5.0  # how often the group's offsets are committed for lag monitoring
+# A partition's next transaction cannot add partitions while the broker still writes the markers
+# of its last one (CONCURRENT_TRANSACTIONS, a few ms here). aiokafka then waits a fixed 20 ms
+# before it asks again: that wait was the floor of every back-to-back transaction (25 ms, and
+# most of the publish -> signal latency). Ask again after 2 ms instead (6 ms back to back).
+TXN_CONCURRENT_RETRY_S = 0.002
+if hasattr(aiokafka.producer.sender, "BACKOFF_OVERRIDE"):  # tests/streams check it is there
+    aiokafka.producer.sender.BACKOFF_OVERRIDE = TXN_CONCURRENT_RETRY_S
 
 
 def partition_for(key: bytes, partitions: int) -> int:
@@ -180,6 +198,8 @@ class Partition:
     folder: StreamFolder
     producer: AIOKafkaProducer | None = None
     committed: dict[TopicPartition, int] = field(default_factory=dict)
+    # the read positions restored from the heads changelog, by source topic
+    restored: dict[str, int] = field(default_factory=dict)
     # fetched records waiting for the partition's next transaction, in order per topic partition
     pending: dict[TopicPartition, list[Any]] = field(default_factory=dict)
     waiting: int = 0
@@ -286,12 +306,15 @@ class Worker:
         self.partitions: dict[int, Partition] = {}
         self.counts = {"folded": 0, "skipped": 0, "rekeyed": 0, "replaced": 0, "dead": 0}
         self.reminder_counts = {"fired": 0, "missed": 0}
+        self.transactions = 0  # committed
         self._record_headers = [(RASA_ENVIRONMENT_HEADER, settings.rasa_environment.encode())]
         self.ready = asyncio.Event()
         self._lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
         self._sizes: dict[str, int] = {}
         self._full_collection = time.monotonic() + GC_FULL_COLLECTION_S
+        self._lag_commit = time.monotonic() + LAG_COMMIT_S
+        self._lag_task: asyncio.Task[None] | None = None
 
     # -- what the HTTP API reads --------------------------------------------------------------
 
@@ -353,6 +376,10 @@ class Worker:
                 batches = await consumer.getmany(timeout_ms=200, max_records=limit)
                 if time.monotonic() >= self._full_collection:
                     self._collect()
+                if time.monotonic() >= self._lag_commit and (
+                    self._lag_task is None or self._lag_task.done()
+                ):
+                    self._lag_task = asyncio.ensure_future(self._commit_lag(consumer))
                 async with self._lock:
                     await self._dispatch(batches)
                 if not batches and consumer.assignment() and not self.ready.is_set():
@@ -360,9 +387,33 @@ class Worker:
                 while self._backlog() > 2 * limit and not stop.is_set():
                     await asyncio.sleep(0.005)  # let the partitions catch up before fetching more
         finally:
+            if self._lag_task is not None:
+                await self._lag_task
             async with self._lock:
+                closed = list(self.partitions.values())
                 await self._close_partitions(list(self.partitions))
+                await self._commit_lag(consumer, closed)  # their final positions
             await consumer.stop()
+
+    async def _commit_lag(
+        self, consumer: AIOKafkaConsumer, parts: Iterable[Partition] | None = None
+    ) -> None:
+        """Commit the transactionally committed positions as the group's offsets, so lag
+        monitoring sees them (never read back while the changelog has positions)."""
+        self._lag_commit = time.monotonic() + LAG_COMMIT_S
+        assigned = consumer.assignment()
+        offsets = {
+            tp: offset
+            for part in (self.partitions.values() if parts is None else parts)
+            for tp, offset in part.committed.items()
+            if tp in assigned
+        }
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except KafkaError as error:  # a rebalance in progress: the next round commits
+            log.info("committing offsets for lag monitoring failed (%s)", error)
 
     def _collect(self) -> None:
         started = time.monotonic()
@@ -515,13 +566,14 @@ class Worker:
             outbox.add(self.heads_changelog, number, key, value)
         for key, value in owned.history.drain():
             outbox.add(self.history_changelog, number, key, value)
+        if offsets:
+            positions = {tp.topic: offset for tp, offset in (owned.committed | offsets).items()}
+            outbox.add(self.heads_changelog, number, POSITIONS_KEY, dumps(positions))
         producer = owned.producer
         assert producer is not None
         await producer.begin_transaction()
         try:
             futures = await outbox.send(producer)
-            if offsets:
-                await producer.send_offsets_to_transaction(dict(offsets), self.settings.app_id)
             await producer.commit_transaction()
         except BaseException:
             with contextlib.suppress(Exception):
@@ -530,6 +582,7 @@ class Worker:
         for future in futures:
             future.result()  # raises if a record was not written (the commit would have too)
         owned.committed.update(offsets)
+        self.transactions += 1
         gc.freeze()  # see GC_FULL_COLLECTION_S
 
     def _fold(self, folder: StreamFolder, record: Inbound) -> Outcome:
@@ -591,7 +644,7 @@ class Worker:
                 opened[number] = await self._open(number)
             await self._restore(list(opened.values()))
             for part in opened.values():
-                await self._seek_committed(part)
+                await self._seek_position(part)
         except BaseException:
             for part in opened.values():
                 if part.producer is not None:
@@ -647,10 +700,18 @@ class Worker:
     async def _restore(self, owned: list[Partition]) -> None:
         if not owned:
             return
-        by_tp: dict[TopicPartition, tuple[ChangeStore, Any]] = {}
+        by_tp: dict[TopicPartition, tuple[Partition, ChangeStore, Any]] = {}
         for part in owned:
-            by_tp[TopicPartition(self.heads_changelog, part.number)] = (part.heads, orjson.loads)
-            by_tp[TopicPartition(self.history_changelog, part.number)] = (part.history, bytes)
+            by_tp[TopicPartition(self.heads_changelog, part.number)] = (
+                part,
+                part.heads,
+                orjson.loads,
+            )
+            by_tp[TopicPartition(self.history_changelog, part.number)] = (
+                part,
+                part.history,
+                bytes,
+            )
         reader = AIOKafkaConsumer(
             isolation_level="read_committed",
             enable_auto_commit=False,
@@ -676,21 +737,26 @@ class Worker:
                     log.warning("still restoring changelog partitions up to offsets %s", where)
                 batches = await reader.getmany(*pending, timeout_ms=1000, max_records=10_000)
                 for tp, messages in batches.items():
-                    store, decode = by_tp[tp]
+                    part, store, decode = by_tp[tp]
                     for message in messages:
-                        if message.value is not None:
+                        if message.key == POSITIONS_KEY:
+                            part.restored = orjson.loads(message.value)
+                        elif message.value is not None:
                             store.load(message.key, message.value, decode)
         finally:
             await reader.stop()
 
-    async def _seek_committed(self, owned: Partition) -> None:
+    async def _seek_position(self, owned: Partition) -> None:
+        """Move the consumer to the partition's restored read positions."""
         assert self._consumer is not None
         consumer = self._consumer
         for topic in (self.topics.events, self.topics.rekeyed):
             tp = TopicPartition(topic, owned.number)
             if tp not in consumer.assignment():
                 continue
-            offset = await consumer.committed(tp)
+            offset = owned.restored.get(topic)
+            if offset is None:  # state from before positions were changelogged
+                offset = await consumer.committed(tp)
             if offset is None:  # nothing committed yet: from the first record still kept
                 offset = (await consumer.beginning_offsets([tp]))[tp]
             consumer.seek(tp, offset)

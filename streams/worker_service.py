@@ -111,6 +111,7 @@ class WorkerService(ConversationService):
             "uptime_s": round(time.time() - self.started, 1),
             "partitions": sorted(self.worker.partitions),
             "records": dict(self.worker.counts),
+            "transactions": self.worker.transactions,
             "reminders": {
                 **self.worker.reminder_counts,
                 "pending": self.worker.pending_reminders(),

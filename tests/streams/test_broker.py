@@ -80,7 +80,7 @@ def data_dir(tmp_path: Path) -> Iterator[Path]:
 def test_the_cli_starts_reports_and_stops_a_real_broker(
     data_dir: Path, local_kafka_version: str
 ) -> None:
-    started = cli("start", "--data-dir", str(data_dir), "--port", "0")
+    started = cli("start", "--data-dir", str(data_dir), "--port", "0", "--jit", "full")
     assert started.returncode == 0, started.stderr
     bootstrap = started.stdout.strip()
     assert bootstrap.startswith("127.0.0.1:")
@@ -93,6 +93,8 @@ def test_the_cli_starts_reports_and_stops_a_real_broker(
     assert (state["bootstrap"], state["version"]) == (bootstrap, local_kafka_version)
 
     round_trip(bootstrap, "lifecycle")
+    command = Path(f"/proc/{state['pid']}/cmdline").read_bytes().split(b"\0")
+    assert b"kafka.Kafka" in command and b"-XX:TieredStopAtLevel=1" not in command  # --jit full
 
     again = cli("start", "--data-dir", str(data_dir))
     assert again.returncode == 0, again.stderr
@@ -156,6 +158,15 @@ def test_stop_never_signals_a_process_that_is_not_the_broker(tmp_path: Path) -> 
     finally:
         os.kill(stranger.pid, signal.SIGTERM)
         stranger.wait()
+
+
+def test_the_quick_jit_stops_at_c1_and_the_full_one_is_the_jvms_default() -> None:
+    quick = broker.jvm_options("3.9.2", "512m")
+    full = broker.jvm_options("3.9.2", "512m", "full")
+    assert "-XX:TieredStopAtLevel=1" in quick
+    assert [flag for flag in quick if flag != "-XX:TieredStopAtLevel=1"] == full
+    with pytest.raises(broker.BrokerError, match="jit 'fast' is not one of quick, full"):
+        broker.jvm_options("3.9.2", "512m", "fast")
 
 
 def test_cluster_ids_look_like_kafkas_own() -> None:

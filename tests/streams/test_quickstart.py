@@ -61,6 +61,7 @@ def test_the_quickstart_folds_the_sample_and_shows_trackers_and_signals(
     folded_line = next(line for line in out.splitlines() if line.startswith("folded:"))
     health = orjson.loads(folded_line.removeprefix("folded:").strip())
     assert health["records"]["folded"] == len(sample)
+    assert health["transactions"] >= 1 and health["partitions"] == list(range(6))
     conversations = {orjson.loads(line)["sender_id"] for line in sample}
     listing = orjson.loads(out.split("== conversations")[1].splitlines()[1])
     assert listing["total"] == len(conversations) and len(listing["conversations"]) == 5

@@ -20,11 +20,13 @@ from typing import Any
 
 import orjson
 import pytest
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.structs import OffsetAndMetadata
 
 from processors.stream import Inbound, StreamFolder
 from streams.settings import load_settings
 from streams.topics import ensure_topics
+from streams.worker import POSITIONS_KEY
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 SAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "samples" / "conversations.jsonl"
@@ -92,8 +94,38 @@ class Run:
     def heads(self) -> dict[str, Any]:
         heads: dict[str, Any] = {}
         for message in self.read("-heads-changelog"):
-            heads[message.key.decode()] = orjson.loads(message.value)
+            if message.key != POSITIONS_KEY:
+                heads[message.key.decode()] = orjson.loads(message.value)
         return heads
+
+    def positions(self) -> dict[int, dict[str, int]]:
+        """The last read positions the worker committed with each state partition."""
+        return {
+            message.partition: orjson.loads(message.value)
+            for message in self.read("-heads-changelog")
+            if message.key == POSITIONS_KEY
+        }
+
+    def events_ends(self) -> dict[int, int]:
+        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap)
+        topic = f"{self.prefix}.events"
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        ends = consumer.end_offsets(tps)
+        consumer.close()
+        return {tp.partition: end for tp, end in ends.items()}
+
+    def group_offsets(self) -> dict[int, int | None]:
+        """The offsets committed for the worker group on the events topic."""
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=self.prefix, enable_auto_commit=False
+        )
+        topic = f"{self.prefix}.events"
+        offsets = {
+            p: consumer.committed(TopicPartition(topic, p))
+            for p in consumer.partitions_for_topic(topic)
+        }
+        consumer.close()
+        return offsets
 
     def wait_for_events(self, total: int, deadline_s: float = 120) -> dict[str, Any]:
         deadline = time.monotonic() + deadline_s
@@ -200,6 +232,37 @@ def test_a_worker_folds_every_conversation_like_an_offline_fold(run: Run) -> Non
         for s in signals
         if not s["signal"].startswith("reminder_")  # fired by the clock, not by a record
     )
+    # the read positions went into the changelog with the state; the group's offsets follow
+    # within seconds (outside the transactions, for lag monitoring)
+    ends = {p: end for p, end in run.events_ends().items() if end}
+    events, rekeyed = f"{run.prefix}.events", f"{run.prefix}.events.rekeyed"
+    assert run.positions() == {p: {events: end, rekeyed: 0} for p, end in ends.items()}
+    deadline = time.monotonic() + 30
+    committed = {p: offset for p, offset in run.group_offsets().items() if offset is not None}
+    while committed != ends and time.monotonic() < deadline:
+        time.sleep(1)
+        committed = {p: offset for p, offset in run.group_offsets().items() if offset is not None}
+    assert committed == ends
+
+
+def test_state_without_read_positions_resumes_from_the_groups_offsets(run: Run) -> None:
+    """State written by an earlier trackerflow kept its positions as the group's offsets only."""
+    records = [
+        (b"c1", b'{"sender_id": "c1", "event": "pause", "timestamp": %d}' % i) for i in (1, 2)
+    ]
+    run.produce(records[:1])
+    consumer = KafkaConsumer(bootstrap_servers=run.bootstrap, group_id=run.prefix)
+    tp = next(
+        TopicPartition(f"{run.prefix}.events", p) for p, end in run.events_ends().items() if end
+    )
+    consumer.commit({tp: OffsetAndMetadata(1, "", -1)})
+    consumer.close()
+    run.produce(records[1:])
+    run.start_worker()
+    run.wait_for_events(1)
+    time.sleep(2)  # the first record, had it been read, would have been folded by now too
+    heads = run.heads()
+    assert heads["c1"]["count"] == 1 and heads["c1"]["state"]["latest_event_time"] == 2
 
 
 def test_bad_records_go_to_the_dead_letter_topic_and_keyless_ones_are_rekeyed(run: Run) -> None:

@@ -109,3 +109,19 @@ def test_a_full_collection_unfreezes_collects_and_freezes_again() -> None:
     assert gc.get_freeze_count() < frozen
     assert worker._full_collection > 0.0
     gc.unfreeze()
+
+
+def test_a_transaction_begun_while_the_last_ones_markers_are_written_asks_again_soon() -> None:
+    """aiokafka's own fixed 20 ms wait after CONCURRENT_TRANSACTIONS was the floor of every
+    back-to-back transaction; the worker shortens it (an aiokafka upgrade must not undo that)."""
+    from types import SimpleNamespace
+
+    from aiokafka.errors import ConcurrentTransactions
+    from aiokafka.producer.sender import AddPartitionsToTxnHandler
+
+    from streams.worker import TXN_CONCURRENT_RETRY_S
+
+    sender = SimpleNamespace(_retry_backoff=0.1, _txn_manager=SimpleNamespace(txn_partitions=set()))
+    handler = AddPartitionsToTxnHandler(sender, [TopicPartition("events", 0)])
+    response = SimpleNamespace(errors=[("events", [(0, ConcurrentTransactions.errno)])])
+    assert handler.handle_response(response) == TXN_CONCURRENT_RETRY_S == 0.002
