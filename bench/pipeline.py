@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import math
@@ -66,6 +67,7 @@ from bench.generate import Plan, records
 from processors.stream import Inbound, StreamFolder
 from streams import broker
 from streams.publisher import Encoded, Publisher
+from streams.replay import paused_gc
 from streams.settings import Settings, kafka_client_config, load_settings
 from streams.topics import Topics, ensure_topics
 
@@ -711,16 +713,20 @@ def run(args: argparse.Namespace, deployment: Deployment, report: Report) -> Non
         system_busy(),
         time.perf_counter(),
     )
-    latency = run_async(
-        measure_latency(
-            settings,
-            rate=args.rate,
-            seconds=args.seconds,
-            warmup=args.warmup,
-            conversations=args.conversations,
-            grace=10.0,
+    # this process's own garbage-collection pauses would show up as latency: collect now and
+    # pause the collector while measuring (the worker manages its own collector)
+    gc.collect()
+    with paused_gc():
+        latency = run_async(
+            measure_latency(
+                settings,
+                rate=args.rate,
+                seconds=args.seconds,
+                warmup=args.warmup,
+                conversations=args.conversations,
+                grace=10.0,
+            )
         )
-    )
     latency.wall = time.perf_counter() - started
     latency.worker_cpu = cpu_seconds(deployment.worker.pid) - worker_cpu
     latency.broker_cpu = cpu_seconds(deployment.broker_pid) - broker_cpu

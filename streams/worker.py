@@ -41,10 +41,10 @@ import gc
 import heapq
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiokafka.producer.sender
 import orjson
@@ -217,6 +217,12 @@ class Partition:
     # the partition has nothing left to read (a backlog may still hold what cancels it)
     event_time: float = 0.0
     held: bool = False  # a due reminder waits for the partition to catch up
+    # this worker's own records on the events partition (fired reminders' external messages)
+    # that the consumer has not read back yet: offset -> conversation id; and the last offset
+    # of each transaction that wrote some (its commit marker comes after it)
+    own_unread: dict[int, str] = field(default_factory=dict)  # in offset order
+    own_ends: deque[int] = field(default_factory=deque)
+    own_topic: str = ""  # the events topic
 
     def index(self, conversation_ids: Iterable[str]) -> None:
         """Put the conversations' pending reminders on the due-time index."""
@@ -228,6 +234,37 @@ class Partition:
                     self.indexed.add(entry)
                     heapq.heappush(self.due, entry)
 
+    def wrote(self, offsets_keys: list[tuple[int, bytes | None]]) -> None:
+        """Remember the records one committed transaction put on the events partition."""
+        if offsets_keys:
+            for offset, key in offsets_keys:
+                self.own_unread[offset] = (key or b"").decode()
+            self.own_ends.append(offsets_keys[-1][0])
+
+    def only_own_between(self, position: int, end: int) -> set[str] | None:
+        """If the events partition's unread offsets ``[position, end)`` hold nothing but this
+        worker's own records and their transactions' commit markers: the conversations of those
+        records (the only ones they can change). Otherwise None.
+
+        Exact by counting: each own record counts once, and each own transaction whose last
+        record is in the range has its marker after that record and (the transaction being
+        complete below the last stable offset ``end``) before ``end``. Anything else in the
+        range makes the count larger. (A marker counted here but placed at or after ``end``
+        would need another transactional producer writing to this partition: only the
+        worker owning it does.)"""
+        self._read_up_to(position)
+        own = [c for offset, c in self.own_unread.items() if offset < end]
+        markers = sum(1 for last in self.own_ends if last < end)
+        return set(own) if end - position == len(own) + markers else None
+
+    def _read_up_to(self, position: int) -> None:
+        """Forget own records and transactions below ``position`` (read back)."""
+        own, ends = self.own_unread, self.own_ends
+        while own and (first := next(iter(own))) < position:
+            del own[first]
+        while ends and ends[0] < position:
+            ends.popleft()
+
     def next_due(self) -> float | None:
         return self.due[0][0] if self.due else None
 
@@ -238,6 +275,8 @@ class Partition:
             if not messages:
                 return
         self.next_offset[tp] = messages[-1].offset + 1
+        if tp.topic == self.own_topic:
+            self._read_up_to(messages[-1].offset + 1)
         self.pending.setdefault(tp, []).extend(messages)
         self.waiting += len(messages)
         self.wakeup.set()
@@ -273,24 +312,40 @@ class Outbox:
     ) -> None:
         self.records[(topic, partition)].append((key, value, headers))
 
-    async def send(self, producer: AIOKafkaProducer) -> list[asyncio.Future[Any]]:
-        futures: list[asyncio.Future[Any]] = []
+    async def send(self, producer: AIOKafkaProducer) -> list[Sent]:
+        """Send every record; one ``Sent`` per produced batch, in order."""
+        sent: list[Sent] = []
         for (topic, partition), records in self.records.items():
-            batch = producer.create_batch()
+            batch, keys = producer.create_batch(), []
             for key, value, headers in records:
                 if batch.append(key=key, value=value, timestamp=None, headers=headers or []):
+                    keys.append(key)
                     continue
-                futures.append(await producer.send_batch(batch, topic, partition=partition))
-                batch = producer.create_batch()
+                if keys:
+                    future = await producer.send_batch(batch, topic, partition=partition)
+                    sent.append(Sent(topic, partition, future, keys))
+                batch, keys = producer.create_batch(), []
                 if batch.append(key=key, value=value, timestamp=None, headers=headers or []):
+                    keys.append(key)
                     continue
                 # a single record larger than a batch goes on its own
-                futures.append(
-                    await producer.send(topic, value, key=key, partition=partition, headers=headers)
+                future = await producer.send(
+                    topic, value, key=key, partition=partition, headers=headers
                 )
-            if batch.record_count():
-                futures.append(await producer.send_batch(batch, topic, partition=partition))
-        return futures
+                sent.append(Sent(topic, partition, future, [key]))
+            if keys:
+                future = await producer.send_batch(batch, topic, partition=partition)
+                sent.append(Sent(topic, partition, future, keys))
+        return sent
+
+
+class Sent(NamedTuple):
+    """A produced batch: its records are at consecutive offsets from its future's ``offset``."""
+
+    topic: str
+    partition: int
+    future: asyncio.Future[Any]
+    keys: list[bytes | None]
 
 
 class Worker:
@@ -489,34 +544,49 @@ class Worker:
                 owned.failed = error
                 return
 
-    async def _caught_up(self, owned: Partition) -> bool:
-        """Whether the partition has nothing left to read: every record up to the last stable
-        offset of its source partitions has been handed to it, and none is waiting."""
+    async def _unread(self, owned: Partition) -> set[str] | None:
+        """What the partition has left to read: None if anything but this worker's own
+        records (see ``Partition.only_own_between``); else the conversations those belong to
+        (empty: every record up to the last stable offset was handed on and folded)."""
         consumer = self._consumer
         if owned.waiting or consumer is None:
-            return False
+            return None
+        conversations: set[str] = set()
         for tp in consumer.assignment():
-            if tp.partition == owned.number:
-                end = consumer.last_stable_offset(tp)
-                if end is None or await consumer.position(tp) < end:
-                    return False
-        return True
+            if tp.partition != owned.number:
+                continue
+            end = consumer.last_stable_offset(tp)
+            if end is None:
+                return None
+            position = await consumer.position(tp)
+            if position >= end:
+                continue
+            own = owned.only_own_between(position, end) if tp.topic == self.topics.events else None
+            if own is None:
+                return None
+            conversations |= own
+        return conversations
 
     async def _fire_due(self, owned: Partition, outbox: Outbox) -> None:
         """Fire every reminder of the partition that is due now (see processors.reminders) and
-        may fire: its due time is behind the partition's event time, or nothing is left to read.
+        may fire: its due time is behind the partition's event time, or nothing is left to read
+        that could cancel it (nothing at all, or only this worker's own external messages of
+        other conversations).
         """
         now = time.time()
         settings, topics = self.settings, self.topics
-        owned.held = False
-        caught_up: bool | None = None
+        unread: set[str] | None = None
+        checked = False
+        later: list[tuple[float, str, str]] = []
         while owned.due and owned.due[0][0] <= now:
             if owned.due[0][0] > owned.event_time:
-                if caught_up is None:
-                    caught_up = await self._caught_up(owned)
-                if not caught_up:
-                    owned.held = True
-                    return
+                if not checked:
+                    unread, checked = await self._unread(owned), True
+                if unread is None:
+                    break  # a backlog may hold what cancels it
+                if owned.due[0][1] in unread:
+                    later.append(heapq.heappop(owned.due))
+                    continue
             entry = heapq.heappop(owned.due)
             owned.indexed.discard(entry)
             due, conversation_id, name = entry
@@ -533,6 +603,9 @@ class Worker:
                 value = dumps(encode_record(external, conversation_id))
                 partition = partition_for(key, self._sizes[topics.events])
                 outbox.add(topics.events, partition, key, value, self._record_headers)
+        for entry in later:
+            heapq.heappush(owned.due, entry)
+        owned.held = bool(owned.due) and owned.due[0][0] <= now
 
     async def _transact(
         self, owned: Partition, parts: list[tuple[TopicPartition, list[Any]]]
@@ -573,14 +646,19 @@ class Worker:
         assert producer is not None
         await producer.begin_transaction()
         try:
-            futures = await outbox.send(producer)
+            sent = await outbox.send(producer)
             await producer.commit_transaction()
         except BaseException:
             with contextlib.suppress(Exception):
                 await producer.abort_transaction()
             raise
-        for future in futures:
-            future.result()  # raises if a record was not written (the commit would have too)
+        own: list[tuple[int, bytes | None]] = []
+        for batch in sent:
+            # raises if a record was not written (the commit would have too)
+            first = batch.future.result().offset
+            if batch.topic == self.topics.events and batch.partition == number:
+                own += [(first + i, key) for i, key in enumerate(batch.keys)]
+        owned.wrote(own)
         owned.committed.update(offsets)
         self.transactions += 1
         gc.freeze()  # see GC_FULL_COLLECTION_S
@@ -695,7 +773,13 @@ class Worker:
         # and their open transaction is aborted before this worker reads the changelog
         await producer.begin_transaction()
         await producer.commit_transaction()
-        return Partition(number, heads, history, folder, producer)
+        # the metadata of every topic it may write: otherwise the first transaction that
+        # writes one (a partition's first signal, its first fired reminder) waits for it
+        topics = self.topics
+        written = (topics.signals, topics.events, topics.dlq, topics.rekeyed)
+        for topic in (*written, self.heads_changelog, self.history_changelog):
+            await producer.partitions_for(topic)
+        return Partition(number, heads, history, folder, producer, own_topic=self.topics.events)
 
     async def _restore(self, owned: list[Partition]) -> None:
         if not owned:

@@ -85,6 +85,28 @@ def test_a_partition_hands_on_records_in_order_and_drops_repeats() -> None:
     assert part.take(10) == [] and part.waiting == 0
 
 
+def test_only_the_workers_own_unread_records_let_reminders_of_other_conversations_fire() -> None:
+    part = partition()
+    part.own_topic = "t.events"
+    # one transaction wrote externals of a and b at 10 and 11 (its marker: 12), another one of
+    # a at 14 (marker: 15); a publisher's record sits at 13
+    part.wrote([(10, b"a"), (11, b"b")])
+    part.wrote([(14, b"a")])
+    assert part.only_own_between(10, 13) == {"a", "b"}  # 10, 11 and the marker
+    assert part.only_own_between(10, 16) is None  # 13 is someone else's
+    assert part.only_own_between(14, 16) == {"a"}  # read past 13
+    assert part.only_own_between(16, 16) == set()
+    part.wrote([(20, b"c")])
+    assert part.only_own_between(19, 22) is None  # 19: not ours (its marker is not counted)
+    assert part.only_own_between(20, 21) is None  # a marker must follow 20 below the end
+    # handing records on forgets what was read back (another topic's offsets do not count)
+    part.wrote([(30, b"d")])
+    part.put(TopicPartition("t.events.rekeyed", 0), [Message(40)])
+    assert list(part.own_unread) == [20, 30]
+    part.put(TopicPartition("t.events", 0), [Message(29), Message(30)])
+    assert not part.own_unread and not part.own_ends
+
+
 def test_a_change_store_drains_the_last_value_of_each_changed_key_once() -> None:
     store = ChangeStore(orjson.dumps)
     store["a"] = {"n": 1}
