@@ -49,6 +49,7 @@ cat <<TXT
 Next:
   curl http://127.0.0.1:$PORT/conversations                      all conversations (paged)
   curl http://127.0.0.1:$PORT/conversations/$first/story         a conversation as a YAML story
+  curl http://127.0.0.1:$PORT/metrics                            the worker's counters for Prometheus
   KAFKA_BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP_SERVERS .venv/bin/trackerflow tail signals
   make stop                                                      stop the worker and the broker
 TXT

@@ -7,6 +7,7 @@ Rules of this module:
 * Endpoints (Rasa 3.6 behaviour where Rasa has them, ``rasa-semantics.md`` §7)::
 
       GET  /health                             no auth; the service's health
+      GET  /metrics                            no auth; the health's numbers for Prometheus
       GET  /version                            no auth; version, minimum_compatible_version
       GET  /conversations?offset=&limit=&scope=  a page of conversation summaries (all workers)
       GET  /conversations/{id}/tracker?include_events=&until=
@@ -48,6 +49,8 @@ from streams import http_inputs as inputs
 from streams.http_auth import Auth
 from streams.http_errors import ApiError, ConversationUnavailable, error_middleware, json_response
 from streams.http_forward import Forwarder
+from streams.http_metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from streams.http_metrics import metrics_text
 
 __all__ = [
     "DEFAULT_FORWARD_TIMEOUT",
@@ -171,6 +174,7 @@ def create_app(
         return json_response(versions)
 
     app.router.add_get("/health", api.health)
+    app.router.add_get("/metrics", api.metrics)
     app.router.add_get("/version", version)
     app.router.add_get("/conversations", api.conversations)
     one = "/conversations/{conversation_id:.+}"
@@ -203,6 +207,10 @@ class _Api:
 
     async def health(self, request: web.Request) -> web.Response:
         return json_response(self.service.health())
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body = metrics_text(self.service.health)
+        return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     async def conversations(self, request: web.Request) -> web.Response:
         """One page of every worker's conversations, sorted by id (``scope=local``: only this

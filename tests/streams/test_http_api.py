@@ -234,6 +234,51 @@ async def test_health_and_version_need_no_auth() -> None:
         assert tracker.status == 401
 
 
+class WorkerLikeService(FakeService):
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "uptime_s": 12.5,
+            "partitions": [0, 3],
+            "records": {"folded": 40, "skipped": 1, "rekeyed": 2, "replaced": 0, "dead": 3},
+            "transactions": 7,
+            "reminders": {"fired": 5, "missed": 1, "pending": 9},
+        }
+
+
+@asynchronous
+async def test_metrics_are_the_health_numbers_for_prometheus_without_auth() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with serving(WorkerLikeService(), Config(auth_token=SecretStr(TOKEN))) as client:
+        answer = await client.get("/metrics")
+        assert answer.status == 200
+        assert answer.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = await answer.text()
+        samples = {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+        assert samples == {
+            ("trackerflow_records_total", (("outcome", "dead"),)): 3,
+            ("trackerflow_records_total", (("outcome", "folded"),)): 40,
+            ("trackerflow_records_total", (("outcome", "rekeyed"),)): 2,
+            ("trackerflow_records_total", (("outcome", "replaced"),)): 0,
+            ("trackerflow_records_total", (("outcome", "skipped"),)): 1,
+            ("trackerflow_transactions_total", ()): 7,
+            ("trackerflow_reminders_total", (("outcome", "fired"),)): 5,
+            ("trackerflow_reminders_total", (("outcome", "missed"),)): 1,
+            ("trackerflow_reminders_pending", ()): 9,
+            ("trackerflow_partitions_owned", ()): 2,
+            ("trackerflow_uptime_seconds", ()): 12.5,
+        }
+        # a report without the worker's numbers gives no metrics, not an error
+        async with serving(FakeService()) as bare:
+            empty = await bare.get("/metrics")
+            assert empty.status == 200 and "trackerflow_" not in await empty.text()
+
+
 @asynchronous
 async def test_minimum_compatible_version_can_be_given() -> None:
     async with serving(FakeService(), minimum_compatible_version="0.1.0") as client:

@@ -77,6 +77,10 @@ def test_two_workers_split_route_and_take_over_after_kill_9(web: WebRun) -> None
     web.produce(records)
     a = web.ports[0]
     wait_until(lambda: call(a, "/health")[1] and call(a, "/health")[1]["records"]["folded"] == 2000)
+    with urllib.request.urlopen(f"http://127.0.0.1:{a}/metrics", timeout=30) as answer:
+        metrics = answer.read().decode()
+    assert 'trackerflow_records_total{outcome="folded"} 2000.0' in metrics
+    assert "trackerflow_partitions_owned 6.0" in metrics  # the only worker so far
 
     some = next(iter(expected))
     status, state = call(a, f"/conversations/{some}/tracker?include_events=NONE")

@@ -1,0 +1,78 @@
+"""``GET /metrics``: the worker's counters in Prometheus' text format.
+
+Built from the service's health report at scrape time (nothing is counted twice and nothing on
+the fold path changes): every number ``/health`` has, under a stable Prometheus name. A report
+without a field (a worker that has not taken a partition yet) simply lacks that metric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class HealthCollector(Collector):
+    """Collects the metrics of one health report, read when Prometheus scrapes."""
+
+    def __init__(self, health: Callable[[], Mapping[str, Any]]) -> None:
+        self.health = health
+
+    def collect(self) -> Iterator[Metric]:
+        report = self.health()
+        records = report.get("records")
+        if isinstance(records, Mapping):
+            family = CounterMetricFamily(
+                "trackerflow_records",
+                "Records read from the events topics, by what became of them.",
+                labels=["outcome"],
+            )
+            for outcome, count in sorted(records.items()):
+                family.add_metric([outcome], count)
+            yield family
+        if "transactions" in report:
+            yield CounterMetricFamily(
+                "trackerflow_transactions",
+                "Kafka transactions committed (each: one partition's batch).",
+                value=report["transactions"],
+            )
+        reminders = report.get("reminders")
+        if isinstance(reminders, Mapping):
+            family = CounterMetricFamily(
+                "trackerflow_reminders",
+                "Reminders that came due: fired, or missed (due longer ago than the grace).",
+                labels=["outcome"],
+            )
+            for outcome in ("fired", "missed"):
+                if outcome in reminders:
+                    family.add_metric([outcome], reminders[outcome])
+            yield family
+            if "pending" in reminders:
+                yield GaugeMetricFamily(
+                    "trackerflow_reminders_pending",
+                    "Reminders waiting in this worker's partitions.",
+                    value=reminders["pending"],
+                )
+        if isinstance(report.get("partitions"), list):
+            yield GaugeMetricFamily(
+                "trackerflow_partitions_owned",
+                "Events partitions this worker owns.",
+                value=len(report["partitions"]),
+            )
+        if "uptime_s" in report:
+            yield GaugeMetricFamily(
+                "trackerflow_uptime_seconds", "Seconds since the worker started.",
+                value=report["uptime_s"],
+            )  # fmt: skip
+
+
+def metrics_text(health: Callable[[], Mapping[str, Any]]) -> bytes:
+    """The Prometheus text exposition of one health report."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(HealthCollector(health))
+    return generate_latest(registry)
