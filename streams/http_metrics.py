@@ -27,14 +27,11 @@ class HealthCollector(Collector):
         report = self.health()
         records = report.get("records")
         if isinstance(records, Mapping):
-            family = CounterMetricFamily(
+            yield _by_outcome(
                 "trackerflow_records",
                 "Records read from the events topics, by what became of them.",
-                labels=["outcome"],
+                records,
             )
-            for outcome, count in sorted(records.items()):
-                family.add_metric([outcome], count)
-            yield family
         if "transactions" in report:
             yield CounterMetricFamily(
                 "trackerflow_transactions",
@@ -43,15 +40,11 @@ class HealthCollector(Collector):
             )
         reminders = report.get("reminders")
         if isinstance(reminders, Mapping):
-            family = CounterMetricFamily(
+            yield _by_outcome(
                 "trackerflow_reminders",
                 "Reminders that came due: fired, or missed (due longer ago than the grace).",
-                labels=["outcome"],
+                {k: v for k, v in reminders.items() if k in ("fired", "missed")},
             )
-            for outcome in ("fired", "missed"):
-                if outcome in reminders:
-                    family.add_metric([outcome], reminders[outcome])
-            yield family
             if "pending" in reminders:
                 yield GaugeMetricFamily(
                     "trackerflow_reminders_pending",
@@ -69,6 +62,13 @@ class HealthCollector(Collector):
                 "trackerflow_uptime_seconds", "Seconds since the worker started.",
                 value=report["uptime_s"],
             )  # fmt: skip
+
+
+def _by_outcome(name: str, documentation: str, counts: Mapping[str, Any]) -> Metric:
+    family = CounterMetricFamily(name, documentation, labels=["outcome"])
+    for outcome, count in sorted(counts.items()):
+        family.add_metric([outcome], count)
+    return family
 
 
 def metrics_text(health: Callable[[], Mapping[str, Any]]) -> bytes:
