@@ -578,7 +578,13 @@ class Worker:
         unread: set[str] | None = None
         checked = False
         later: list[tuple[float, str, str]] = []
+        messaged: set[str] = set()  # conversations given an external message in this pass
         while owned.due and owned.due[0][0] <= now:
+            if owned.due[0][1] in messaged:
+                # Rasa logs that message before it looks at the next due reminder, which a
+                # user message kills (kill_on_user_msg): wait until it is folded
+                later.append(heapq.heappop(owned.due))
+                continue
             if owned.due[0][0] > owned.event_time:
                 if not checked:
                     unread, checked = await self._unread(owned), True
@@ -603,6 +609,7 @@ class Worker:
                 value = dumps(encode_record(external, conversation_id))
                 partition = partition_for(key, self._sizes[topics.events])
                 outbox.add(topics.events, partition, key, value, self._record_headers)
+                messaged.add(conversation_id)
         for entry in later:
             heapq.heappush(owned.due, entry)
         owned.held = bool(owned.due) and owned.due[0][0] <= now

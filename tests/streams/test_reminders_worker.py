@@ -58,6 +58,7 @@ def reminder_signals(run: Run) -> list[dict[str, Any]]:
 
 
 def test_a_reminder_fires_on_time_once_and_cancelled_ones_never(web: WebRun) -> None:
+    twins_due = at(4)
     web.start_worker(0)
     port = web.ports[0]
     wait_until(lambda: call(port, "/health")[0] == 200)
@@ -71,9 +72,14 @@ def test_a_reminder_fires_on_time_once_and_cancelled_ones_never(web: WebRun) -> 
             record("killed", event="user", text="I am back", parse_data={}),
             reminder("kept", "r", 4, kill_on_user_msg=False),
             record("kept", event="user", text="still here", parse_data={}),
+            # due at the same instant: the first one's external message kills the second
+            *(
+                record("twins", event="reminder", name=n, intent="nudge", date_time=twins_due)
+                for n in ("a", "b")
+            ),
         ]
     )
-    wait_until(lambda: call(port, "/health")[1]["records"]["folded"] == 8, deadline_s=30)
+    wait_until(lambda: call(port, "/health")[1]["records"]["folded"] == 10, deadline_s=30)
     status, listed = call(port, "/conversations/due/reminders")
     assert status == 200 and [r["name"] for r in listed["reminders"]] == ["r"]
     assert listed["reminders"][0]["entities"] == [{"entity": "who", "value": "Ann"}]
@@ -88,19 +94,24 @@ def test_a_reminder_fires_on_time_once_and_cancelled_ones_never(web: WebRun) -> 
         [*cli, "nobody"], check=False, capture_output=True, text=True, timeout=30
     )
     assert unknown.returncode == 1 and "answered 404" in unknown.stderr
-    wait_until(lambda: call(port, "/health")[1]["reminders"]["fired"] == 2, deadline_s=30)
+    wait_until(lambda: call(port, "/health")[1]["reminders"]["fired"] == 3, deadline_s=30)
     fired = reminder_signals(web)
-    assert sorted(s["conversation_id"] for s in fired) == ["due", "kept"]
+    assert sorted((s["conversation_id"], s["name"]) for s in fired) == [
+        ("due", "r"),
+        ("kept", "r"),
+        ("twins", "a"),
+    ]
+    wait_until(lambda: call(port, "/conversations/twins/reminders")[1]["reminders"] == [])
     assert all(s["signal"] == "reminder_triggered" and s["late_s"] < 2.0 for s in fired)
     # the external message Rasa would log is on the events topic and folded into the tracker
-    wait_until(lambda: call(port, "/health")[1]["records"]["folded"] == 10, deadline_s=30)
+    wait_until(lambda: call(port, "/health")[1]["records"]["folded"] == 13, deadline_s=30)
     status, tracker = call(port, "/conversations/due/tracker")
     assert tracker["latest_message"]["text"] == "EXTERNAL: nudge"
     assert tracker["latest_message"]["metadata"] == {"is_external": True}
     assert tracker["latest_input_channel"] == "web"
     assert call(port, "/conversations/due/reminders")[1]["reminders"] == []
     time.sleep(2)
-    assert len(reminder_signals(web)) == 2  # and nothing more
+    assert len(reminder_signals(web)) == 3  # and nothing more
 
 
 def test_reminders_fire_exactly_once_across_kill_9_and_rebalances(run: Run) -> None:
