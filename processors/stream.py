@@ -13,9 +13,10 @@ Rules of this module (the shell owns the IO; this module owns the decisions):
   dead-letter topic). Every record is exactly one of these, so records in = folded + skipped +
   re-keyed + replaced + dead.
 * A record with the header ``trackerflow.control: replace`` (keyed by the conversation id, value
-  ``{"request": "<id>"}``) empties the conversation: its count starts again at 0, the events
-  after it are its new history, and its head remembers the request id as ``replaced`` (so the
-  HTTP API's ``PUT`` knows when its replacement is folded). It causes no signals itself.
+  ``{"request": "<id>"}``) empties the conversation: its history records are deleted (the
+  worker's changelog gets tombstones), its count starts again at 0, the events after it are its
+  new history, and its head remembers the request id as ``replaced`` (so the HTTP API's ``PUT``
+  knows when its replacement is folded). It causes no signals itself.
 * Heads are written at ``flush`` (the shell calls it before it persists a batch): a
   conversation's ``state`` is computed once per batch, not once per event. Until then the
   folder keeps the changed heads itself, so deduplication and rebuilding already see them.
@@ -173,6 +174,8 @@ class StreamFolder:
         if head["offsets"].get(partition_key, -1) >= source.offset:
             return Outcome("skipped", source, conversation_id)
         head["offsets"][partition_key] = source.offset
+        for seq in range(int(head["count"])):
+            self.history.pop(history_key(conversation_id, seq), None)
         head.update(count=0, signals=list(SignalState()), replaced=body.get("request", ""))
         head.pop("reminders", None)  # their reminder events are gone with the history
         self._live[conversation_id] = head

@@ -151,7 +151,8 @@ def _url_of(user_data: bytes | None) -> str:
 
 
 class ChangeStore(MutableMapping[str, Any]):
-    """A dict that remembers what changed since the last ``drain`` (its changelog records)."""
+    """A dict that remembers what changed since the last ``drain`` (its changelog records; a
+    deleted key's record is a tombstone, value None)."""
 
     def __init__(self, encode: Any) -> None:
         self.data: dict[str, Any] = {}
@@ -166,7 +167,8 @@ class ChangeStore(MutableMapping[str, Any]):
         self.changed[key] = value
 
     def __delitem__(self, key: str) -> None:
-        raise NotImplementedError("trackerflow never deletes from a state store")
+        del self.data[key]
+        self.changed[key] = None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.data)
@@ -177,11 +179,15 @@ class ChangeStore(MutableMapping[str, Any]):
     def get(self, key: str, default: Any = None) -> Any:
         return self.data.get(key, default)
 
-    def drain(self) -> list[tuple[bytes, bytes]]:
-        """The changelog records of what changed (the last value per key), and forget them."""
+    def drain(self) -> list[tuple[bytes, bytes | None]]:
+        """The changelog records of what changed (the last value per key, None for a deleted
+        one), and forget them."""
         changed, self.changed = self.changed, {}
         encode = self.encode
-        return [(key.encode(), encode(value)) for key, value in changed.items()]
+        return [
+            (key.encode(), None if value is None else encode(value))
+            for key, value in changed.items()
+        ]
 
     def load(self, key: bytes, value: bytes, decode: Any) -> None:
         """Restore one changelog record (not a change)."""
@@ -303,12 +309,17 @@ class Outbox:
     """Records to write in one transaction, grouped by topic partition (order kept)."""
 
     def __init__(self) -> None:
-        self.records: dict[tuple[str, int], list[tuple[bytes | None, bytes, Any]]] = defaultdict(
-            list
+        self.records: dict[tuple[str, int], list[tuple[bytes | None, bytes | None, Any]]] = (
+            defaultdict(list)
         )
 
     def add(
-        self, topic: str, partition: int, key: bytes | None, value: bytes, headers: Any = None
+        self,
+        topic: str,
+        partition: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Any = None,
     ) -> None:
         self.records[(topic, partition)].append((key, value, headers))
 
@@ -834,6 +845,8 @@ class Worker:
                             part.restored = orjson.loads(message.value)
                         elif message.value is not None:
                             store.load(message.key, message.value, decode)
+                        else:  # a tombstone (its key's earlier value may not be compacted yet)
+                            store.data.pop(message.key.decode(), None)
         finally:
             await reader.stop()
 

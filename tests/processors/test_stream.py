@@ -194,6 +194,7 @@ def test_a_replace_control_starts_the_conversation_again() -> None:
     head = stream.heads["c1"]
     assert (head["count"], head["replaced"]) == (1, "r1")
     assert head["state"] == expected.current_state()
+    assert sorted(stream.history) == [history_key("c1", 0)]  # the old second event is deleted
     # the replay of the control record is skipped, and a restarted worker rebuilds the new history
     assert stream.process(_replace(2)).kind == "skipped"
     stream.forget()

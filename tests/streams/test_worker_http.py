@@ -88,7 +88,8 @@ def test_two_workers_split_route_and_take_over_after_kill_9(web: WebRun) -> None
     status, listed = call(a, "/conversations?limit=1000")
     assert (status, listed["total"]) == (200, len(expected))
 
-    status, state = call(a, "/conversations/brand-new/tracker/events", {"event": "pause"})
+    appended = [{"event": "pause"}, {"event": "bot", "text": "hi"}]
+    status, state = call(a, "/conversations/brand-new/tracker/events", appended)
     assert status == 200 and state["paused"] is True and state["sender_id"] == "brand-new"
     replacement = [{"event": "slot", "name": "city", "value": "Oslo", "timestamp": 5.0}]
     status, replaced = call(
@@ -97,6 +98,9 @@ def test_two_workers_split_route_and_take_over_after_kill_9(web: WebRun) -> None
     assert status == 200, replaced
     assert replaced["paused"] is False and replaced["slots"] == {"city": "Oslo"}
     assert [e["event"] for e in replaced["events"]] == ["slot"]
+    # the replaced history's second record is deleted from the changelog (a tombstone)
+    second = [m for m in web.read("-history-changelog") if m.key == b"brand-new\x1f000000000001"]
+    assert [m.value is None for m in second] == [False, True]
 
     web.start_worker(1)
     b = web.ports[1]

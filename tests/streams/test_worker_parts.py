@@ -117,6 +117,11 @@ def test_a_change_store_drains_the_last_value_of_each_changed_key_once() -> None
     assert dict(store) == {"a": {"n": 3}, "b": {"n": 2}} and len(store) == 2
     store.load(b"c", b'{"n":4}', orjson.loads)  # restored from the changelog: not a change
     assert store.get("c") == {"n": 4} and store.drain() == []
+    del store["a"]  # a deletion's changelog record is a tombstone
+    assert store.drain() == [(b"a", None)] and "a" not in store
+    del store["b"]
+    store["b"] = {"n": 5}  # set again in the same batch: the value, not the tombstone
+    assert store.drain() == [(b"b", b'{"n":5}')]
 
 
 def test_a_full_collection_unfreezes_collects_and_freezes_again() -> None:
