@@ -41,7 +41,7 @@ from events.wire import (
     DEFAULT_MAX_RECORD_BYTES,
     decode_event,
     decode_record,
-    dumps,
+    dumps_kept,
     encode_event,
 )
 from processors.domain import Domain
@@ -195,7 +195,7 @@ class StreamFolder:
         tracker = self.tracker(conversation_id, partition=source.partition)
         count = head["count"]
         tracker.update(event)
-        self.history[history_key(conversation_id, count)] = dumps(encode_event(event))
+        self.history[history_key(conversation_id, count)] = dumps_kept(encode_event(event))
         remembered = head["signals"]
         memory, signals = decide(
             conversation_id,

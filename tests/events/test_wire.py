@@ -760,3 +760,22 @@ def test_public_surface_is_exported() -> None:
     model = {c.__name__ for c in EVENT_TYPES} | {"Event", "EVENT_TYPES", "stamped"}
     stories = {"UserView", "Story", "story_string", "yaml_stories", "markdown_story"}
     assert wire | errors | model | stories <= set(events.__all__)
+
+
+def test_json_kept_in_memory_costs_its_length_not_orjsons_working_buffer() -> None:
+    """orjson's result holds its whole working buffer (about 4 KiB with orjson 3.13), which made
+    every history record in a worker's memory cost 4 KiB."""
+    import tracemalloc
+
+    from events.wire import dumps_kept
+
+    record = {"event": "reminder", "name": "r", "intent": "nudge", "date_time": "2030-01-01"}
+    assert dumps_kept(record) == json.dumps(record, separators=(",", ":")).encode()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [dumps_kept({**record, "n": n}) for n in range(1000)]
+        per_record = (tracemalloc.get_traced_memory()[0] - before) / len(kept)
+    finally:
+        tracemalloc.stop()
+    assert per_record <= len(kept[-1]) + 100  # its length plus the bytes object's header
