@@ -77,8 +77,7 @@ def observe(
     elif kind is Restarted or kind is SessionStarted:
         kept = {}
     elif kind is UserUtteranceReverted or kind is ActionReverted or kind is ActionExecuted:
-        applied = set(tracker.applied_positions())
-        kept = {n: r for n, r in pending.items() if r["seq"] in applied}
+        kept = {n: r for n, r in pending.items() if tracker.is_applied(r["seq"])}
     else:
         return None
     return kept if len(kept) != len(pending) else None

@@ -19,6 +19,7 @@ How it stays O(1) per event while following Rasa exactly:
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, MutableSequence
 from typing import Any
@@ -254,6 +255,15 @@ class DialogueStateTracker(TrackerQueries):
             return list(self._acc)
         base = self._count - len(self._events)
         return list(compute_applied(range(base, self._count), self._at, loop_names(self._events)))
+
+    def is_applied(self, seq: int) -> bool:
+        """Whether the ``seq``-th event logged (0-based) is among the applied events; without
+        an event-history window, a binary search of the applied positions (kept ascending)."""
+        if self.max_event_history is not None:
+            return seq in self.applied_positions()
+        acc = self._acc
+        at = bisect_left(acc, seq)
+        return at < len(acc) and acc[at] == seq
 
     def _at(self, seq: int) -> Event:
         return self._events[seq - (self._count - len(self._events))]

@@ -191,3 +191,23 @@ def test_the_listing_is_soonest_first_without_internal_fields() -> None:
     shown = listing(pending)
     assert [r["name"] for r in shown] == ["z", "a"]
     assert "seq" not in shown[0] and shown[0]["date_time"] == DUE
+
+
+def test_is_applied_agrees_with_the_applied_positions_windowed_or_not() -> None:
+    events = [
+        reminder("r"),
+        ev(event="action", name="action_listen"),
+        ev(event="user", text="hi", parse_data={}),
+        ev(event="action", name="a"),
+        ev(event="rewind"),
+        ev(event="pause"),
+    ]
+    found = {}
+    for window in (None, 3):
+        tracker = DialogueStateTracker("c1", max_event_history=window)
+        for event in events:
+            tracker.update(event)
+        found[window] = tracker.applied_positions()
+        assert [seq for seq in range(-1, 7) if tracker.is_applied(seq)] == found[window]
+    assert 0 in found[None] and 2 not in found[None]  # the rewind took the user message back
+    assert 0 not in found[3]  # outside the window
