@@ -16,7 +16,10 @@ In one run: start a local broker (``streams.broker``, in a temporary data dir; o
    ``followup_action`` signal, recognised by its action name) at a steady ``--rate`` for
    ``--seconds`` and time, per record, publish -> broker ack, publish -> arrival on the events
    topic (the baseline: what any consumer could see) and publish -> signal arrival for a
-   read_committed and a read_uncommitted reader of the signals topic; p99 per 5 s window too.
+   read_committed and a read_uncommitted reader of the signals topic; p99 per 5 s window too;
+5. restart: stop the worker (SIGTERM) and start it again; the time until it owns every
+   partition again, and how many changelog records it read to get there (``--store``: the
+   memory store reads the whole changelogs, the rocksdb store only what its database lacks).
 
 Each phase also shows who used the CPUs (worker, broker, this process, anything else), so a run
 disturbed by other work on the machine shows it.
@@ -30,7 +33,7 @@ Targets (issue): (b) at least half of (a); p99 publish -> signal under 50 ms at 
 Printed as met / NOT met, never asserted. The output also goes to ``bench/out/bench-pipeline.txt``.
 
     python -m bench.pipeline [--events 500000] [--rate 1000] [--seconds 20] [--max-batch-records N]
-                             [--worker-log FILE] [--output FILE]
+                             [--store memory|rocksdb] [--worker-log FILE] [--output FILE]
 """
 
 from __future__ import annotations
@@ -181,6 +184,7 @@ class Deployment:
     broker_pid: int | None = None  # of the local broker
     web_port: int = 0
     max_batch_records: int | None = None
+    store: str = "memory"
 
     @property
     def log_path(self) -> Path:
@@ -223,6 +227,8 @@ class Deployment:
         }
         if self.max_batch_records is not None:
             env["TRACKERFLOW_MAX_BATCH_RECORDS"] = str(self.max_batch_records)
+        env["TRACKERFLOW_STORE"] = self.store
+        env["TRACKERFLOW_STATE_DIR"] = str(self.tmp / "state")
         with self.log_path.open("ab") as log:
             self.worker = subprocess.Popen(
                 [sys.executable, "-m", "streams.worker_cli", "--loglevel", "warning"],
@@ -418,6 +424,24 @@ def run_pipeline(deployment: Deployment, total: int, report: Report, stall_s: fl
         time.sleep(0.05)
 
 
+def restart(deployment: Deployment, partitions: int, stall_s: float) -> tuple[float, float, int]:
+    """Stop the worker, start it again; (seconds to stop, seconds from the start until it owns
+    all ``partitions`` again, changelog records it read)."""
+    started = time.perf_counter()
+    deployment.stop_worker()
+    stopped = time.perf_counter()
+    deployment.start_worker()
+    while True:
+        deployment.check_worker()
+        health = deployment.health()
+        now = time.perf_counter()
+        if health is not None and len(health.get("partitions", ())) == partitions:
+            return stopped - started, now - stopped, int(health.get("restored_records", 0))
+        if now - stopped > stall_s:
+            raise BenchError(f"the restarted worker did not take its partitions in {stall_s:.0f} s")
+        time.sleep(0.05)
+
+
 @dataclass
 class LatencyRun:
     sent: int = 0
@@ -580,6 +604,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--output", type=Path, default=OUT / "bench-pipeline.txt", help="also write output here"
     )
+    parser.add_argument(
+        "--store",
+        choices=("memory", "rocksdb"),
+        default="memory",
+        help="the worker's TRACKERFLOW_STORE (memory)",
+    )
     parser.add_argument("--worker-log", type=Path, help="keep a copy of the worker's log here")
     args = parser.parse_args(argv)
     if args.events < 1 or args.rate <= 0 or args.seconds <= 0 or args.conversations < 1:
@@ -589,6 +619,7 @@ def main(argv: list[str] | None = None) -> int:
     deployment = Deployment(
         Path(tempfile.mkdtemp(prefix="trackerflow-bench-")),
         max_batch_records=args.max_batch_records,
+        store=args.store,
     )
     return execute(
         lambda report: run(args, deployment, report), deployment, args.output, args.worker_log
@@ -734,6 +765,8 @@ def run(args: argparse.Namespace, deployment: Deployment, report: Report) -> Non
     latency.all_cpu = system_busy() - all_cpu
     latency.transactions = (deployment.health() or {}).get("transactions", 0) - transactions
     deployment.check_worker()
+    report.progress("restart")
+    stop_s, restart_s, restored = restart(deployment, settings.events_partitions, args.stall)
 
     # -- the report --
     say = report.say
@@ -743,7 +776,8 @@ def run(args: argparse.Namespace, deployment: Deployment, report: Report) -> Non
     say(
         f"N = {total:,} events in {conversations:,} interleaved conversations (bench.generate, "
         f"seed {args.seed}); {settings.events_partitions} events partitions; "
-        f"worker batches of at most {settings.max_batch_records:,} records per partition"
+        f"worker batches of at most {settings.max_batch_records:,} records per partition; "
+        f"{deployment.store} store"
     )
     say()
     say(f"{'measurement':56} {'events':>9} {'seconds':>8} {'events/s':>10}")
@@ -808,6 +842,11 @@ def run(args: argparse.Namespace, deployment: Deployment, report: Report) -> Non
             latency.own_cpu,
             latency.all_cpu,
         )
+    )
+    say(
+        f"restart ({deployment.store} store): stopped in {stop_s:.2f} s; started again, it owned "
+        f"all {settings.events_partitions} partitions after {restart_s:.2f} s, having read "
+        f"{restored:,} changelog records"
     )
     say()
     say("targets:")

@@ -38,6 +38,12 @@ class HealthCollector(Collector):
                 "Kafka transactions committed (each: one partition's batch).",
                 value=report["transactions"],
             )
+        if "restored_records" in report:
+            yield CounterMetricFamily(
+                "trackerflow_restored_records",
+                "Changelog records read to restore the state of partitions taken.",
+                value=report["restored_records"],
+            )
         reminders = report.get("reminders")
         if isinstance(reminders, Mapping):
             yield _by_outcome(

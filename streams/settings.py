@@ -148,6 +148,16 @@ class Settings(BaseSettings):
         description="publish the external user event of a fired reminder to the events topic "
         "(as Rasa logs it), not only the reminder_triggered signal",
     )
+    store: Literal["memory", "rocksdb"] = Field(
+        "memory",
+        description="where a worker keeps its state: memory (read again from the changelogs "
+        "whenever it takes a partition) or rocksdb (on disk under state_dir; it reads only "
+        "what the changelogs gained since; for production)",
+    )
+    state_dir: Path = Field(
+        Path(".trackerflow/state"),
+        description="directory of the rocksdb store; one worker per directory (it is locked)",
+    )
     max_batch_records: int = Field(
         2000,
         ge=1,

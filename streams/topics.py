@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from events import TrackerflowError
-from streams.settings import Settings, kafka_client_config
+from streams.settings import DAY_MS, Settings, kafka_client_config
 
 EVENTS, SIGNALS, DLQ, REKEYED = "events", "signals", "dlq", "events.rekeyed"
 RECORD_OVERHEAD: Final = 64 * 1024  # batch and record headers, key and Kafka headers
@@ -91,8 +91,10 @@ def changelog_topics(settings: Settings) -> tuple[str, ...]:
 
 
 def changelog_config() -> dict[str, str]:
-    """The configuration of a table's changelog topic: compacted, the latest value per key."""
-    return {"cleanup.policy": "compact"}
+    """The configuration of a table's changelog topic: compacted, the latest value per key;
+    a deletion's tombstone is kept a day after compaction reaches it (Kafka's default, set
+    here because ``streams.stores`` relies on it)."""
+    return {"cleanup.policy": "compact", "delete.retention.ms": str(DAY_MS)}
 
 
 def _min_insync(replication_factor: int) -> str:

@@ -42,9 +42,10 @@ import heapq
 import logging
 import time
 from collections import defaultdict, deque
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from pathlib import Path
+from typing import IO, Any, NamedTuple
 
 import aiokafka.producer.sender
 import orjson
@@ -65,7 +66,8 @@ from processors.signals import Source
 from processors.stream import CONTROL_HEADER, Head, Inbound, Outcome, StreamFolder
 from streams.publisher import RASA_ENVIRONMENT_HEADER
 from streams.settings import Settings, kafka_client_config
-from streams.topics import Topics, changelog_topics
+from streams.stores import MemoryState, PartitionState, RocksState, Store, lock_state_dir
+from streams.topics import TABLES, Topics, changelog_topics
 
 log = logging.getLogger("trackerflow.worker")
 
@@ -150,57 +152,12 @@ def _url_of(user_data: bytes | None) -> str:
         return ""
 
 
-class ChangeStore(MutableMapping[str, Any]):
-    """A dict that remembers what changed since the last ``drain`` (its changelog records; a
-    deleted key's record is a tombstone, value None)."""
-
-    def __init__(self, encode: Any) -> None:
-        self.data: dict[str, Any] = {}
-        self.changed: dict[str, Any] = {}
-        self.encode = encode
-
-    def __getitem__(self, key: str) -> Any:
-        return self.data[key]
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self.data[key] = value
-        self.changed[key] = value
-
-    def __delitem__(self, key: str) -> None:
-        del self.data[key]
-        self.changed[key] = None
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.data)
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.data.get(key, default)
-
-    def drain(self) -> list[tuple[bytes, bytes | None]]:
-        """The changelog records of what changed (the last value per key, None for a deleted
-        one), and forget them."""
-        changed, self.changed = self.changed, {}
-        encode = self.encode
-        return [
-            (key.encode(), None if value is None else encode(value))
-            for key, value in changed.items()
-        ]
-
-    def load(self, key: bytes, value: bytes, decode: Any) -> None:
-        """Restore one changelog record (not a change)."""
-        self.data[key.decode()] = decode(value)
-
-
 @dataclass
 class Partition:
     """One owned state partition: its stores, folder, producer and committed positions."""
 
     number: int
-    heads: ChangeStore
-    history: ChangeStore
+    state: PartitionState
     folder: StreamFolder
     producer: AIOKafkaProducer | None = None
     committed: dict[TopicPartition, int] = field(default_factory=dict)
@@ -229,6 +186,14 @@ class Partition:
     own_unread: dict[int, str] = field(default_factory=dict)  # in offset order
     own_ends: deque[int] = field(default_factory=deque)
     own_topic: str = ""  # the events topic
+
+    @property
+    def heads(self) -> Store:
+        return self.state.heads
+
+    @property
+    def history(self) -> Store:
+        return self.state.history
 
     def index(self, conversation_ids: Iterable[str]) -> None:
         """Put the conversations' pending reminders on the due-time index."""
@@ -366,13 +331,16 @@ class Worker:
         self.settings = settings
         self.domain = domain
         self.topics = Topics.from_settings(settings)
-        self.heads_changelog, self.history_changelog = changelog_topics(settings)
+        self.changelogs = changelog_topics(settings)
+        self.heads_changelog, self.history_changelog = self.changelogs
         self.url = f"http://{settings.web_host}:{settings.web_port}"
         self.assignor = OwnerAssignor(self.url, self.topics.events)
         self.partitions: dict[int, Partition] = {}
         self.counts = {"folded": 0, "skipped": 0, "rekeyed": 0, "replaced": 0, "dead": 0}
         self.reminder_counts = {"fired": 0, "missed": 0}
         self.transactions = 0  # committed
+        self.restored_records = 0  # changelog records read to take partitions
+        self._state_lock: IO[bytes] | None = None
         self._record_headers = [(RASA_ENVIRONMENT_HEADER, settings.rasa_environment.encode())]
         self.ready = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -383,6 +351,11 @@ class Worker:
         self._lag_task: asyncio.Task[None] | None = None
 
     # -- what the HTTP API reads --------------------------------------------------------------
+
+    @property
+    def state_root(self) -> Path:
+        """Where the rocksdb store keeps this group's partitions."""
+        return self.settings.state_dir / self.settings.app_id
 
     def partition_of(self, conversation_id: str) -> int:
         return partition_for(conversation_id.encode(), self.settings.events_partitions)
@@ -425,6 +398,8 @@ class Worker:
             **config,
         )
         self._consumer = consumer
+        if self.settings.store == "rocksdb":
+            self._state_lock = lock_state_dir(self.state_root)
         await consumer.start()
         try:
             topics = self.topics
@@ -460,6 +435,8 @@ class Worker:
                 await self._close_partitions(list(self.partitions))
                 await self._commit_lag(consumer, closed)  # their final positions
             await consumer.stop()
+            if self._state_lock is not None:
+                self._state_lock.close()
 
     async def _commit_lag(
         self, consumer: AIOKafkaConsumer, parts: Iterable[Partition] | None = None
@@ -671,13 +648,19 @@ class Worker:
                 await producer.abort_transaction()
             raise
         own: list[tuple[int, bytes | None]] = []
+        changelogs = dict(self._tables())
+        ends: dict[str, int] = {}
         for batch in sent:
             # raises if a record was not written (the commit would have too)
             first = batch.future.result().offset
             if batch.topic == self.topics.events and batch.partition == number:
                 own += [(first + i, key) for i, key in enumerate(batch.keys)]
+            elif batch.topic in changelogs:  # the transaction's marker follows its records
+                table = changelogs[batch.topic]
+                ends[table] = max(ends.get(table, 0), first + len(batch.keys))
         owned.wrote(own)
         owned.committed.update(offsets)
+        owned.state.persist(ends, {tp.topic: offset for tp, offset in owned.committed.items()})
         self.transactions += 1
         gc.freeze()  # see GC_FULL_COLLECTION_S
 
@@ -733,7 +716,7 @@ class Worker:
 
     async def _take(self, tps: Iterable[TopicPartition]) -> None:
         numbers = sorted({tp.partition for tp in tps} - set(self.partitions))
-        started = time.monotonic()
+        started, restored = time.monotonic(), self.restored_records
         opened: dict[int, Partition] = {}
         try:
             for number in numbers:
@@ -746,6 +729,7 @@ class Worker:
                 if part.producer is not None:
                     with contextlib.suppress(Exception):
                         await part.producer.stop()
+                part.state.close()
             raise
         for part in opened.values():
             part.index(list(part.heads))
@@ -755,10 +739,13 @@ class Worker:
             part.task = asyncio.ensure_future(self._pipeline(part))
         if numbers:
             log.info(
-                "took partitions %s in %.2f s (%d conversations)",
+                "took partitions %s in %.2f s (%d conversations, %s store, %d changelog "
+                "records read)",
                 numbers,
                 time.monotonic() - started,
                 sum(len(part.heads) for part in opened.values()),
+                self.settings.store,
+                self.restored_records - restored,
             )
 
     async def revoke(self, tps: Iterable[TopicPartition]) -> None:
@@ -766,11 +753,16 @@ class Worker:
         async with self._lock:
             await self._close_partitions(sorted({tp.partition for tp in tps}))
 
+    def _state(self, number: int) -> PartitionState:
+        if self.settings.store == "rocksdb":
+            return RocksState(self.state_root / f"partition-{number}")
+        return MemoryState()
+
     async def _open(self, number: int) -> Partition:
-        heads, history = ChangeStore(dumps), ChangeStore(bytes)
+        state = self._state(number)
         folder = StreamFolder(
-            heads,
-            history,
+            state.heads,
+            state.history,
             domain=self.domain,
             max_record_bytes=self.settings.max_record_bytes,
         )
@@ -786,7 +778,11 @@ class Worker:
             max_request_size=2 * MAX_BATCH_BYTES + self.settings.max_record_bytes,
             **kafka_client_config(self.settings),
         )
-        await producer.start()
+        try:
+            await producer.start()
+        except BaseException:
+            state.close()
+            raise
         # an empty transaction makes sure InitProducerId is done: earlier owners are fenced
         # and their open transaction is aborted before this worker reads the changelog
         await producer.begin_transaction()
@@ -797,23 +793,17 @@ class Worker:
         written = (topics.signals, topics.events, topics.dlq, topics.rekeyed)
         for topic in (*written, self.heads_changelog, self.history_changelog):
             await producer.partitions_for(topic)
-        return Partition(number, heads, history, folder, producer, own_topic=self.topics.events)
+        return Partition(number, state, folder, producer, own_topic=self.topics.events)
 
     async def _restore(self, owned: list[Partition]) -> None:
+        """Read the partitions' changelogs into their state, from where their state says it
+        is (the beginning for the memory store) up to the last stable offsets."""
         if not owned:
             return
-        by_tp: dict[TopicPartition, tuple[Partition, ChangeStore, Any]] = {}
+        by_tp: dict[TopicPartition, tuple[Partition, str]] = {}
         for part in owned:
-            by_tp[TopicPartition(self.heads_changelog, part.number)] = (
-                part,
-                part.heads,
-                orjson.loads,
-            )
-            by_tp[TopicPartition(self.history_changelog, part.number)] = (
-                part,
-                part.history,
-                bytes,
-            )
+            for topic, table in zip(self.changelogs, TABLES, strict=True):
+                by_tp[TopicPartition(topic, part.number)] = (part, table)
         reader = AIOKafkaConsumer(
             isolation_level="read_committed",
             enable_auto_commit=False,
@@ -823,9 +813,19 @@ class Worker:
         await reader.start()
         try:
             reader.assign(list(by_tp))
-            await reader.seek_to_beginning(*by_tp)
+            firsts = await reader.beginning_offsets(list(by_tp))
             ends = await reader.end_offsets(list(by_tp))  # the last stable offsets
-            pending = {tp for tp in by_tp if ends[tp] > 0}
+            pending: set[TopicPartition] = set()
+            for part in owned:
+                tps = {table: TopicPartition(t, part.number) for t, table in self._tables()}
+                starts, part.restored = part.state.resume_from(
+                    {table: firsts[tp] for table, tp in tps.items()},
+                    {table: ends[tp] for table, tp in tps.items()},
+                )
+                for table, tp in tps.items():
+                    reader.seek(tp, starts[table])
+                    if starts[table] < ends[tp]:
+                        pending.add(tp)
             report = time.monotonic() + 10
             while pending:
                 for tp in list(pending):
@@ -839,16 +839,25 @@ class Worker:
                     log.warning("still restoring changelog partitions up to offsets %s", where)
                 batches = await reader.getmany(*pending, timeout_ms=1000, max_records=10_000)
                 for tp, messages in batches.items():
-                    part, store, decode = by_tp[tp]
+                    part, table = by_tp[tp]
+                    self.restored_records += len(messages)
+                    load = part.state.load
                     for message in messages:
                         if message.key == POSITIONS_KEY:
                             part.restored = orjson.loads(message.value)
-                        elif message.value is not None:
-                            store.load(message.key, message.value, decode)
-                        else:  # a tombstone (its key's earlier value may not be compacted yet)
-                            store.data.pop(message.key.decode(), None)
+                        else:
+                            load(table, message.key, message.value)
+            for part in owned:
+                part.state.restored(
+                    {table: ends[TopicPartition(t, part.number)] for t, table in self._tables()},
+                    part.restored,
+                )
         finally:
             await reader.stop()
+
+    def _tables(self) -> list[tuple[str, str]]:
+        """(changelog topic, table) of each table."""
+        return list(zip(self.changelogs, TABLES, strict=True))
 
     async def _seek_position(self, owned: Partition) -> None:
         """Move the consumer to the partition's restored read positions."""
@@ -880,6 +889,7 @@ class Worker:
             if owned.producer is not None:
                 with contextlib.suppress(Exception):
                     await owned.producer.stop()
+            owned.state.close()
 
     async def _roll_back(self, number: int) -> None:
         """After a failed transaction: drop the partition's state and take it over again."""

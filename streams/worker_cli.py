@@ -12,6 +12,7 @@ from aiokafka.errors import KafkaError
 
 from streams.cli_params import domain_option, load_domain
 from streams.settings import SettingsError, env_vars, load_settings
+from streams.stores import StateError
 from streams.topics import TopicsError, ensure_topics
 
 FIELDS = {
@@ -19,6 +20,8 @@ FIELDS = {
     "topic_prefix": "PREFIX",
     "app_id": "NAME",
     "max_batch_records": "N",
+    "store": "memory|rocksdb",
+    "state_dir": "DIR",
     "reminder_grace_s": "SECONDS",
     "web_host": "HOST",
     "web_port": "PORT",
@@ -80,7 +83,7 @@ def worker(domain: Path | None, loglevel: str, **overrides: Any) -> None:
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.root.level))
     try:
         asyncio.run(run_worker(settings, domain=parsed))
-    except (KafkaError, OSError) as error:
+    except (KafkaError, OSError, StateError) as error:
         raise click.ClickException(f"the worker stopped: {error}") from None
 
 

@@ -112,6 +112,8 @@ class WorkerService(ConversationService):
             "partitions": sorted(self.worker.partitions),
             "records": dict(self.worker.counts),
             "transactions": self.worker.transactions,
+            "store": self.worker.settings.store,
+            "restored_records": self.worker.restored_records,
             "reminders": {
                 **self.worker.reminder_counts,
                 "pending": self.worker.pending_reminders(),

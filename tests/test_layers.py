@@ -28,6 +28,7 @@ IO_MODULES = {
     "io",
     "pathlib",
     "yaml",
+    "rocksdict",
 }
 ALLOWED = {"events": {"events"}, "processors": {"events", "processors"}}
 

@@ -8,6 +8,7 @@ import yaml
 from click.testing import CliRunner
 
 from streams.cli import main
+from streams.settings import load_settings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
@@ -26,6 +27,16 @@ def test_the_compose_workers_run_real_trackerflow_commands_against_the_compose_k
         assert worker["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
         ports.add(command[command.index("--web-port") + 1])
     assert len(ports) == 2  # distinct HTTP ports, so the two workers can forward to each other
+    # the rocksdb store, each worker with its own declared volume at its state directory
+    volumes = set()
+    for worker in workers:
+        environment = worker["environment"]
+        assert load_settings(store=environment["TRACKERFLOW_STORE"]).store == "rocksdb"
+        (volume,) = worker["volumes"]
+        name, mount = volume.split(":")
+        assert mount == environment["TRACKERFLOW_STATE_DIR"] and name in compose["volumes"]
+        volumes.add(name)
+    assert len(volumes) == 2
     assert "INTERNAL://kafka:9092" in services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
 
 

@@ -242,6 +242,8 @@ class WorkerLikeService(FakeService):
             "partitions": [0, 3],
             "records": {"folded": 40, "skipped": 1, "rekeyed": 2, "replaced": 0, "dead": 3},
             "transactions": 7,
+            "store": "rocksdb",
+            "restored_records": 120,
             "reminders": {"fired": 5, "missed": 1, "pending": 9},
         }
 
@@ -267,6 +269,7 @@ async def test_metrics_are_the_health_numbers_for_prometheus_without_auth() -> N
             ("trackerflow_records_total", (("outcome", "replaced"),)): 0,
             ("trackerflow_records_total", (("outcome", "skipped"),)): 1,
             ("trackerflow_transactions_total", ()): 7,
+            ("trackerflow_restored_records_total", ()): 120,
             ("trackerflow_reminders_total", (("outcome", "fired"),)): 5,
             ("trackerflow_reminders_total", (("outcome", "missed"),)): 1,
             ("trackerflow_reminders_pending", ()): 9,

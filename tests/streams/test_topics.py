@@ -71,7 +71,7 @@ def test_names_come_from_the_prefix() -> None:
         "shop.events", "shop.signals", "shop.dlq", "shop.events.rekeyed"
     )
     assert Topics.from_settings(load_settings(topic_prefix="a.b")).dlq == "a.b.dlq"
-    assert changelog_config() == {"cleanup.policy": "compact"}
+    assert changelog_config() == {"cleanup.policy": "compact", "delete.retention.ms": "86400000"}
 
 
 def test_specs_follow_the_settings() -> None:

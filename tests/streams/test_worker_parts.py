@@ -6,13 +6,13 @@ import gc
 from collections import namedtuple
 from typing import Any
 
-import orjson
 from aiokafka import TopicPartition
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
 from processors.stream import StreamFolder
 from streams.settings import load_settings
-from streams.worker import ChangeStore, OwnerAssignor, Partition, Worker, partition_for
+from streams.stores import MemoryState
+from streams.worker import OwnerAssignor, Partition, Worker, partition_for
 
 Message = namedtuple("Message", "offset")
 
@@ -66,8 +66,8 @@ def test_partition_for_is_kafkas_default_partitioner() -> None:
 
 
 def partition() -> Partition:
-    heads, history = ChangeStore(orjson.dumps), ChangeStore(bytes)
-    return Partition(0, heads, history, StreamFolder(heads, history))
+    state = MemoryState()
+    return Partition(0, state, StreamFolder(state.heads, state.history))
 
 
 def test_a_partition_hands_on_records_in_order_and_drops_repeats() -> None:
@@ -105,23 +105,6 @@ def test_only_the_workers_own_unread_records_let_reminders_of_other_conversation
     assert list(part.own_unread) == [20, 30]
     part.put(TopicPartition("t.events", 0), [Message(29), Message(30)])
     assert not part.own_unread and not part.own_ends
-
-
-def test_a_change_store_drains_the_last_value_of_each_changed_key_once() -> None:
-    store = ChangeStore(orjson.dumps)
-    store["a"] = {"n": 1}
-    store["b"] = {"n": 2}
-    store["a"] = {"n": 3}
-    assert sorted(store.drain()) == [(b"a", b'{"n":3}'), (b"b", b'{"n":2}')]
-    assert store.drain() == []
-    assert dict(store) == {"a": {"n": 3}, "b": {"n": 2}} and len(store) == 2
-    store.load(b"c", b'{"n":4}', orjson.loads)  # restored from the changelog: not a change
-    assert store.get("c") == {"n": 4} and store.drain() == []
-    del store["a"]  # a deletion's changelog record is a tombstone
-    assert store.drain() == [(b"a", None)] and "a" not in store
-    del store["b"]
-    store["b"] = {"n": 5}  # set again in the same batch: the value, not the tombstone
-    assert store.drain() == [(b"b", b'{"n":5}')]
 
 
 def test_a_full_collection_unfreezes_collects_and_freezes_again() -> None:
