@@ -139,6 +139,17 @@ def cpu_seconds(pid: int | None) -> float:
         return math.nan
 
 
+def rss_mib(pid: int | None) -> float:
+    """A process's resident memory in MiB (NaN if unknown)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return math.nan
+
+
 def system_busy() -> float:
     """CPU seconds all CPUs have been busy since boot (``/proc/stat``; NaN if unknown)."""
     try:
@@ -376,6 +387,7 @@ class PipelineRun:
     own_cpu: float = math.nan  # CPU seconds this process used meanwhile (polling)
     all_cpu: float = math.nan  # CPU seconds the whole machine was busy meanwhile
     counts: dict[str, int] = field(default_factory=dict)
+    rss_mib: float = math.nan  # the worker's resident memory once all is folded
 
 
 def run_pipeline(deployment: Deployment, total: int, report: Report, stall_s: float) -> PipelineRun:
@@ -408,6 +420,7 @@ def run_pipeline(deployment: Deployment, total: int, report: Report, stall_s: fl
                 result.broker_cpu = cpu_seconds(deployment.broker_pid) - broker_cpu
                 result.own_cpu = time.process_time() - own_cpu
                 result.all_cpu = system_busy() - all_cpu
+                result.rss_mib = rss_mib(worker_pid)
                 return result
             if folded != last_folded:
                 last_folded, last_change = folded, now
@@ -424,9 +437,11 @@ def run_pipeline(deployment: Deployment, total: int, report: Report, stall_s: fl
         time.sleep(0.05)
 
 
-def restart(deployment: Deployment, partitions: int, stall_s: float) -> tuple[float, float, int]:
+def restart(
+    deployment: Deployment, partitions: int, stall_s: float
+) -> tuple[float, float, int, float]:
     """Stop the worker, start it again; (seconds to stop, seconds from the start until it owns
-    all ``partitions`` again, changelog records it read)."""
+    all ``partitions`` again, changelog records it read, its resident MiB then)."""
     started = time.perf_counter()
     deployment.stop_worker()
     stopped = time.perf_counter()
@@ -436,7 +451,9 @@ def restart(deployment: Deployment, partitions: int, stall_s: float) -> tuple[fl
         health = deployment.health()
         now = time.perf_counter()
         if health is not None and len(health.get("partitions", ())) == partitions:
-            return stopped - started, now - stopped, int(health.get("restored_records", 0))
+            restored = int(health.get("restored_records", 0))
+            assert deployment.worker is not None
+            return stopped - started, now - stopped, restored, rss_mib(deployment.worker.pid)
         if now - stopped > stall_s:
             raise BenchError(f"the restarted worker did not take its partitions in {stall_s:.0f} s")
         time.sleep(0.05)
@@ -766,7 +783,9 @@ def run(args: argparse.Namespace, deployment: Deployment, report: Report) -> Non
     latency.transactions = (deployment.health() or {}).get("transactions", 0) - transactions
     deployment.check_worker()
     report.progress("restart")
-    stop_s, restart_s, restored = restart(deployment, settings.events_partitions, args.stall)
+    stop_s, restart_s, restored, restart_rss = restart(
+        deployment, settings.events_partitions, args.stall
+    )
 
     # -- the report --
     say = report.say
@@ -796,6 +815,7 @@ def run(args: argparse.Namespace, deployment: Deployment, report: Report) -> Non
     others = {k: v for k, v in pipe.counts.items() if k != "folded" and v}
     say(f"worker /health records: {pipe.counts}" + (f" (not folded: {others})" if others else ""))
     say(cpu_line("(b)", pipe.seconds, pipe.worker_cpu, pipe.broker_cpu, pipe.own_cpu, pipe.all_cpu))
+    say(f"worker RSS once all was folded: {pipe.rss_mib:,.0f} MiB ({deployment.store} store)")
     check = "" if expected is None else f"; the offline fold of the same records gives {expected:,}"
     verdict = "" if expected is None else (" (match)" if signals == expected else " (MISMATCH)")
     say(
@@ -846,7 +866,7 @@ def run(args: argparse.Namespace, deployment: Deployment, report: Report) -> Non
     say(
         f"restart ({deployment.store} store): stopped in {stop_s:.2f} s; started again, it owned "
         f"all {settings.events_partitions} partitions after {restart_s:.2f} s, having read "
-        f"{restored:,} changelog records"
+        f"{restored:,} changelog records; worker RSS then {restart_rss:,.0f} MiB"
     )
     say()
     say("targets:")

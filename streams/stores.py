@@ -72,6 +72,11 @@ class Store(MutableMapping[str, Any]):
     def drain(self) -> Records:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def scan(self, marker: bytes | None = None) -> Iterator[tuple[str, Any]]:
+        """Every (key, value), leaving the store's cache alone; with ``marker``, the store may
+        skip values whose encoding does not contain it (a cheap filter, not an exact one)."""
+        raise NotImplementedError  # pragma: no cover - interface
+
 
 class ChangeStore(Store):
     """A dict that remembers what changed since the last ``drain``."""
@@ -100,6 +105,9 @@ class ChangeStore(Store):
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.data.get(key, default)
+
+    def scan(self, marker: bytes | None = None) -> Iterator[tuple[str, Any]]:
+        return iter(list(self.data.items()))
 
     def drain(self) -> Records:
         """The changelog records of what changed (the last value per key, None for a deleted
@@ -225,8 +233,7 @@ class RocksStore(Store):
         self.changed[key] = None
 
     def __iter__(self) -> Iterator[str]:
-        overlay = {key: value for key, (value, _) in self.unpersisted.items()}
-        overlay.update(self.changed)
+        overlay = self._overlay()
         prefix = self.prefix
         raw: bytes
         for raw in self.db.keys(from_key=prefix):  # type: ignore[assignment]
@@ -236,6 +243,25 @@ class RocksStore(Store):
             if key not in overlay:
                 yield key
         yield from (key for key, value in overlay.items() if value is not None)
+
+    def scan(self, marker: bytes | None = None) -> Iterator[tuple[str, Any]]:
+        overlay = self._overlay()
+        prefix, decode = self.prefix, self.decode
+        raw: bytes
+        value: bytes
+        for raw, value in self.db.items(from_key=prefix):  # type: ignore[assignment]
+            if not raw.startswith(prefix):
+                break
+            key = raw[1:].decode()
+            if key not in overlay and (marker is None or marker in value):
+                yield key, decode(value)
+        yield from ((key, value) for key, value in overlay.items() if value is not None)
+
+    def _overlay(self) -> dict[str, Any]:
+        """The values not in the database yet (None: deleted)."""
+        overlay = {key: value for key, (value, _) in self.unpersisted.items()}
+        overlay.update(self.changed)
+        return overlay
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
@@ -306,7 +332,10 @@ class RocksState:
             return dict(self._offsets), dict(checkpoint["positions"])
         if why is not None:
             log.warning("state %s: %s; restoring it from the changelogs' beginning", self.path, why)
-            self.db.delete_range(b"\x00", b"\xff")
+        # no checkpoint: a new database, or one whose first restore never finished
+        self.db.delete_range(b"\x00", b"\xff")
+        self.heads.cache.clear()
+        self.history.cache.clear()
         self.wiped = why
         self._offsets = dict(firsts)
         return dict(firsts), {}

@@ -197,8 +197,15 @@ class Partition:
 
     def index(self, conversation_ids: Iterable[str]) -> None:
         """Put the conversations' pending reminders on the due-time index."""
-        for conversation_id in conversation_ids:
-            head = self.heads.get(conversation_id)
+        self.index_heads((c, self.heads.get(c)) for c in conversation_ids)
+
+    def index_all(self) -> None:
+        """Put every pending reminder of the partition on the due-time index (only heads with
+        a ``reminders`` key are decoded, where the store can tell)."""
+        self.index_heads(self.heads.scan(b'"reminders":'))
+
+    def index_heads(self, heads: Iterable[tuple[str, Head | None]]) -> None:
+        for conversation_id, head in heads:
             for reminder in (head or {}).get("reminders", {}).values():
                 entry = (reminder["due"], conversation_id, reminder["name"])
                 if entry not in self.indexed:
@@ -375,8 +382,9 @@ class Worker:
     def pending_reminders(self) -> int:
         return sum(len(part.indexed) for part in self.partitions.values())
 
-    def local_heads(self) -> dict[str, Head]:
-        return {c: h for part in self.partitions.values() for c, h in part.heads.items()}
+    def local_conversations(self) -> list[str]:
+        """The ids of the conversations in this worker's partitions, sorted."""
+        return sorted(c for part in self.partitions.values() for c in part.heads)
 
     # -- running --------------------------------------------------------------------------------
 
@@ -732,7 +740,7 @@ class Worker:
                 part.state.close()
             raise
         for part in opened.values():
-            part.index(list(part.heads))
+            part.index_all()
         self.partitions.update(opened)
         gc.freeze()
         for part in opened.values():

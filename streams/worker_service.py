@@ -67,10 +67,9 @@ class WorkerService(ConversationService):
         return self.worker.reminders(conversation_id)
 
     async def conversations(self, offset: int, limit: int) -> tuple[list[dict[str, Any]], int]:
-        heads = self.worker.local_heads()
-        ids = sorted(heads)
-        page = ids[offset : offset + limit]
-        return [head_summary(heads[c]) for c in page], len(ids)
+        ids = self.worker.local_conversations()
+        heads = (self.worker.head(c) for c in ids[offset : offset + limit])
+        return [head_summary(head) for head in heads if head is not None], len(ids)
 
     async def append(self, conversation_id: str, events: list[Event]) -> None:
         head = self.worker.head(conversation_id)

@@ -322,3 +322,45 @@ def test_a_stream_folder_on_rocks_folds_like_one_on_memory(rocks: RocksState) ->
     assert dict(rocks.history) == dict(memory.history)
     # trackers rebuilt from the database's history (the folder's cache holds one)
     assert folders[1].tracker("c1").current_state() == folders[0].tracker("c1").current_state()
+
+
+def test_a_scan_reads_every_entry_past_the_cache_and_filters_by_marker(tmp_path: Path) -> None:
+    state = RocksState(tmp_path / "p0", heads_cache=1, clock=Clock())
+    state.resume_from({"heads": 0, "history": 0}, {"heads": 0, "history": 0})
+    heads = state.heads
+    heads["a"], heads["b"] = {"reminders": {"r": 1}}, {"count": 2}
+    heads.drain()
+    state.persist({"heads": 2}, {})
+    heads["c"] = {"count": 3}  # pending
+    del heads["b"]  # pending deletion
+    assert heads.cache == {"b": {"count": 2}}
+    assert sorted(heads.scan()) == [("a", {"reminders": {"r": 1}}), ("c", {"count": 3})]
+    assert list(heads.scan(b'"reminders":')) == [
+        ("a", {"reminders": {"r": 1}}),
+        ("c", {"count": 3}),
+    ]
+    heads.drain()
+    state.persist({"heads": 4}, {})
+    assert list(heads.scan(b'"reminders":')) == [("a", {"reminders": {"r": 1}})]
+    assert list(heads.cache) == ["c"]  # the scans cached nothing
+    state.close()
+    memory = MemoryState()
+    memory.heads["x"] = {"count": 1}
+    assert list(memory.heads.scan(b"anything")) == [("x", {"count": 1})]
+
+
+def test_a_database_without_checkpoint_starts_empty(tmp_path: Path) -> None:
+    """Records of a first restore that never finished (no checkpoint yet) are not kept."""
+    state = RocksState(tmp_path / "p0", clock=Clock())
+    state.resume_from({"heads": 0, "history": 0}, {"heads": 9, "history": 0})
+    state.load("heads", b"half", b"{}")
+    state._write()  # the restore's first batch was written; then the process died
+    state.close()
+    state = RocksState(tmp_path / "p0", clock=Clock())
+    assert state.checkpoint() is None and "half" in state.heads
+    assert state.resume_from({"heads": 0, "history": 0}, {"heads": 9, "history": 0})[0] == {
+        "heads": 0,
+        "history": 0,
+    }
+    assert "half" not in state.heads
+    state.close()

@@ -25,6 +25,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from processors.stream import Inbound, StreamFolder
+from streams.broker import free_port
 from streams.settings import load_settings
 from streams.topics import ensure_topics
 from streams.worker import POSITIONS_KEY
@@ -49,13 +50,13 @@ class Run:
         ensure_topics(settings)  # as the worker would; producing first would auto-create them
 
     def env(self, index: int) -> dict[str, str]:
-        self.ports[index] = 7000 + index + random.randint(0, 900)
+        port = self.ports.setdefault(index, free_port())  # a restarted worker keeps its port
         return {
             **os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
             "TRACKERFLOW_TOPIC_PREFIX": self.prefix,
             "TRACKERFLOW_APP_ID": self.prefix,
-            "TRACKERFLOW_WEB_PORT": str(self.ports[index]),
+            "TRACKERFLOW_WEB_PORT": str(port),
             "TRACKERFLOW_STORE": self.store,
             # each worker its own state directory, kept across its restarts
             "TRACKERFLOW_STATE_DIR": str(self.tmp / f"state-{index}"),

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -20,13 +19,6 @@ import pytest
 from tests.streams.test_worker import Run, offline, sample
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def call(port: int, path: str, body: Any = None, method: str | None = None) -> tuple[int, Any]:
@@ -53,14 +45,7 @@ def partitions(port: int) -> list[int]:
     return health["partitions"] if status == 200 else []
 
 
-class WebRun(Run):
-    def __init__(self, bootstrap: str, tmp: Path) -> None:
-        super().__init__(bootstrap, tmp)
-        self.ports: dict[int, int] = {}
-
-    def env(self, index: int) -> dict[str, str]:
-        port = self.ports.setdefault(index, free_port())
-        return {**super().env(index), "TRACKERFLOW_WEB_PORT": str(port)}
+WebRun = Run  # its workers' HTTP ports: ``ports``
 
 
 @pytest.fixture
