@@ -30,7 +30,7 @@ import subprocess
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from string import Template
@@ -182,11 +182,14 @@ def start(
     heap: str = DEFAULT_HEAP,
     jit: str = DEFAULT_JIT,
     timeout: float = 90.0,
+    extra_config: Mapping[str, str] | None = None,
 ) -> BrokerInfo:
     """Start a broker in ``data_dir`` and wait until it answers a metadata request.
 
     Free ports are picked when none are given. If a broker of this data dir already runs, it is
     returned as it is (an error if it differs in version or in an explicitly requested port).
+    ``extra_config`` adds server properties or replaces the template's (more listeners, for
+    SASL and SSL; the PLAINTEXT listener on ``port`` must stay: readiness is checked there).
     """
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -207,7 +210,7 @@ def start(
         java = _java()
         port = _port(port, "port")
         controller_port = _port(controller_port, "controller port", avoid=port)
-        config = _write_config(data_dir, port, controller_port)
+        config = _write_config(data_dir, port, controller_port, extra_config or {})
         cluster_id = previous.cluster_id if formatted and previous else new_cluster_id()
         if not formatted:
             _format(java, jars, config, cluster_id, data_dir)
@@ -254,11 +257,16 @@ def _java() -> Path:
     return Path(found)
 
 
-def _write_config(data_dir: Path, port: int, controller_port: int) -> Path:
+def _write_config(
+    data_dir: Path, port: int, controller_port: int, extra: Mapping[str, str]
+) -> Path:
     template = Template((DEPLOY / "server.properties.template").read_text())
     text = template.substitute(
         PORT=port, CONTROLLER_PORT=controller_port, LOG_DIR=data_dir / "kraft"
     )
+    if extra:
+        kept = [line for line in text.splitlines() if line.partition("=")[0] not in extra]
+        text = "\n".join([*kept, *(f"{key}={value}" for key, value in extra.items())]) + "\n"
     config = data_dir / "server.properties"
     config.write_text(text)
     return config

@@ -9,8 +9,8 @@ import click
 import orjson
 
 from streams.cli_params import bootstrap_servers_option, topic_prefix_option
-from streams.settings import SettingsError, load_settings
-from streams.topics import Topics
+from streams.settings import Settings, SettingsError, kafka_client_config, load_settings
+from streams.topics import Topics, connection_failures
 
 STREAMS = ("signals", "events", "dlq")
 
@@ -57,20 +57,27 @@ def tail(
       trackerflow tail dlq --max 10
     """
     from kafka import KafkaConsumer
+    from kafka.errors import KafkaError
 
     try:
         settings = load_settings(bootstrap_servers=bootstrap_servers, topic_prefix=topic_prefix)
+        config = kafka_client_config(settings)
     except SettingsError as error:
         raise click.ClickException(str(error)) from None
     topic = getattr(Topics.from_settings(settings), stream)
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=settings.bootstrap_list,
-        auto_offset_reset="earliest" if from_beginning else "latest",
-        isolation_level="read_committed",
-        enable_auto_commit=False,
-        consumer_timeout_ms=int(idle * 1000) if idle else float("inf"),
-    )
+    try:
+        with connection_failures() as failures:
+            consumer = KafkaConsumer(
+                topic,
+                auto_offset_reset="earliest" if from_beginning else "latest",
+                isolation_level="read_committed",
+                enable_auto_commit=False,
+                consumer_timeout_ms=int(idle * 1000) if idle else float("inf"),
+                **config,
+            )
+    except KafkaError as error:
+        message = _cannot_read(topic, settings, error) + failures.explain()
+        raise click.ClickException(message) from None
     shown = 0
     try:
         for message in consumer:
@@ -81,8 +88,17 @@ def tail(
                 break
     except KeyboardInterrupt:
         pass
+    except KafkaError as error:
+        raise click.ClickException(_cannot_read(topic, settings, error)) from None
     finally:
         consumer.close()
+
+
+def _cannot_read(topic: str, settings: Settings, error: Exception) -> str:
+    return (
+        f"cannot read {topic} from {settings.bootstrap_servers} "
+        f"({settings.security_protocol}): {error}"
+    )
 
 
 def _line(message: Any) -> dict[str, Any]:

@@ -19,9 +19,11 @@ Rules of this module:
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import socket
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -176,13 +178,18 @@ def ensure_topics(
     if not any(_accepts_connections(server) for server in settings.bootstrap_list):
         raise TopicsError(f"cannot reach {where}: no broker accepts connections", retryable=True)
     try:
-        admin = KafkaAdminClient(
-            **kafka_client_config(settings),
-            request_timeout_ms=timeout_ms,
-            bootstrap_timeout_ms=timeout_ms,
-        )
+        with connection_failures() as failures:
+            admin = KafkaAdminClient(
+                **kafka_client_config(settings),
+                request_timeout_ms=timeout_ms,
+                bootstrap_timeout_ms=timeout_ms,
+            )
     except (KafkaError, OSError) as error:
-        raise TopicsError(f"cannot reach {where}: {_describe(error)}", retryable=True) from None
+        verb = "log in to" if failures.authentication else "reach"
+        raise TopicsError(
+            f"cannot {verb} {where}: {_describe(error)}{failures.explain()}",
+            retryable=not failures.authentication,
+        ) from None
     try:
         return _ensure(admin, wanted, timeout_ms)
     except KafkaError as error:
@@ -259,6 +266,56 @@ def _partition_counts(admin: Any, names: list[str]) -> dict[str, int]:
         for topic in admin.describe_topics(present)
         if topic.get("error_code", 0) == 0
     }
+
+
+class ConnectionFailures(logging.Handler):
+    """The reasons kafka-python gave, in its log, for failed connection attempts (it reports
+    only "Unable to bootstrap" when it gives up, whatever the reason: refused credentials,
+    an untrusted certificate, ...)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.reasons: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if record.name == "kafka.net.manager" and message.startswith("Bootstrap connection to"):
+            self.reasons = [*self.reasons[-9:], message]
+
+    @property
+    def authentication(self) -> bool:
+        """Whether the broker refused the credentials (retrying will not help)."""
+        return any("uthentication" in reason for reason in self.reasons)
+
+    def explain(self) -> str:
+        """`` (last attempt: ...)``, or nothing when kafka-python said nothing."""
+        if not self.reasons:
+            return ""
+        refused = [reason for reason in self.reasons if "uthentication" in reason]
+        if refused:
+            shown, hint = refused[-1], "; check the SASL user name and password"
+        else:
+            shown, hint = self.reasons[-1], ""
+        return f" ({shown.partition(' (backoff')[0]}{hint})"
+
+
+@contextlib.contextmanager
+def connection_failures() -> Iterator[ConnectionFailures]:
+    """Collect kafka-python's connection failure reasons while the block runs (also when its
+    logging was silenced: then they are collected, still not shown)."""
+    handler = ConnectionFailures()
+    logger = logging.getLogger("kafka")
+    level, propagate = logger.level, logger.propagate
+    if logger.getEffectiveLevel() > logging.WARNING:
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
 
 
 def _describe(error: BaseException) -> str:

@@ -1,0 +1,255 @@
+"""SASL and TLS against a real broker: a local Kafka (the project's launcher) with SASL_PLAINTEXT,
+SSL and SASL_SSL listeners next to its PLAINTEXT one, and trackerflow's commands run as a user
+runs them, configured the way Rasa's Kafka broker is (``security_protocol``, ``sasl_*``,
+``ssl_*``).
+
+The broker's TLS certificate is self-signed (made with the JDK's ``keytool``, for 127.0.0.1), and
+the clients trust it as their CA file.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from streams import broker
+from streams.broker import free_port
+from tests.conftest import local_kafka_version  # noqa: F401 - a fixture
+from tests.streams.test_worker import offline, sample
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[2]
+STORE_PASSWORD = "broker-store-secret"
+USERS = {"alice": "alice-secret"}
+
+
+@dataclass
+class Secured:
+    """The secured broker: a bootstrap address per listener, and the CA file clients trust."""
+
+    listeners: dict[str, str]  # security protocol -> host:port
+    cafile: Path
+
+    def env(self, protocol: str, **more: str) -> dict[str, str]:
+        """The environment of a trackerflow command using ``protocol`` (as alice)."""
+        environ = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("TRACKERFLOW_") and k != "KAFKA_BOOTSTRAP_SERVERS"
+        }
+        environ |= {
+            "KAFKA_BOOTSTRAP_SERVERS": self.listeners[protocol],
+            "TRACKERFLOW_SECURITY_PROTOCOL": protocol,
+        }
+        if protocol.startswith("SASL_"):
+            environ |= {
+                "TRACKERFLOW_SASL_MECHANISM": "PLAIN",
+                "TRACKERFLOW_SASL_USERNAME": "alice",
+                "TRACKERFLOW_SASL_PASSWORD": USERS["alice"],
+            }
+        if protocol in ("SSL", "SASL_SSL"):
+            environ |= {
+                "TRACKERFLOW_SSL_CAFILE": str(self.cafile),
+                "TRACKERFLOW_SSL_CHECK_HOSTNAME": "true",
+            }
+        return environ | more
+
+
+def keystore(directory: Path) -> tuple[Path, Path]:
+    """A PKCS12 keystore with a self-signed certificate for 127.0.0.1, and that certificate as
+    PEM (the clients' CA file)."""
+    java = Path(os.path.realpath(broker._java()))
+    keytool = java.parent / "keytool"
+    store, cafile = directory / "broker.p12", directory / "ca.pem"
+    common = ["-keystore", str(store), "-storetype", "PKCS12", "-storepass", STORE_PASSWORD]
+    subprocess.run(
+        [
+            str(keytool), "-genkeypair", "-alias", "broker", "-keyalg", "RSA", "-keysize", "2048",
+            "-dname", "CN=127.0.0.1", "-ext", "SAN=IP:127.0.0.1,DNS:localhost", "-validity", "2",
+            "-keypass", STORE_PASSWORD, *common,
+        ],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    subprocess.run(
+        [str(keytool), "-exportcert", "-rfc", "-alias", "broker", "-file", str(cafile), *common],
+        check=True,
+        capture_output=True,
+    )
+    return store, cafile
+
+
+@pytest.fixture(scope="module")
+def secured(
+    tmp_path_factory: pytest.TempPathFactory,
+    local_kafka_version: str,  # noqa: F811
+) -> Iterator[Secured]:
+    data_dir = tmp_path_factory.mktemp("secured-kafka")
+    store, cafile = keystore(data_dir)
+    plain, controller = free_port(), free_port()
+    ports = {protocol: free_port() for protocol in ("SASL_PLAINTEXT", "SSL", "SASL_SSL")}
+    listeners = {p: f"127.0.0.1:{port}" for p, port in ports.items()}
+    users = " ".join(f'user_{name}="{password}"' for name, password in USERS.items())
+    jaas = (
+        "org.apache.kafka.common.security.plain.PlainLoginModule required "
+        f'username="alice" password="{USERS["alice"]}" {users};'
+    )
+    extra = {
+        "listeners": ",".join(
+            [
+                f"PLAINTEXT://127.0.0.1:{plain}",
+                f"CONTROLLER://127.0.0.1:{controller}",
+                *(f"{p}://{address}" for p, address in listeners.items()),
+            ]
+        ),
+        "advertised.listeners": ",".join(
+            [f"PLAINTEXT://127.0.0.1:{plain}", *(f"{p}://{a}" for p, a in listeners.items())]
+        ),
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,"
+        "SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL",
+        "sasl.enabled.mechanisms": "PLAIN",
+        "listener.name.sasl_plaintext.plain.sasl.jaas.config": jaas,
+        "listener.name.sasl_ssl.plain.sasl.jaas.config": jaas,
+        "ssl.keystore.type": "PKCS12",
+        "ssl.keystore.location": str(store),
+        "ssl.keystore.password": STORE_PASSWORD,
+        "ssl.key.password": STORE_PASSWORD,
+        "ssl.client.auth": "none",
+    }
+    broker.start(
+        data_dir,
+        port=plain,
+        controller_port=controller,
+        version=local_kafka_version,
+        extra_config=extra,
+    )
+    try:
+        yield Secured(listeners, cafile)
+    finally:
+        broker.stop(data_dir)
+
+
+def trackerflow(
+    command: str, *args: str, env: dict[str, str], stdin: bytes | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", command, *args],
+        input=None if stdin is None else stdin.decode(),
+        stdin=subprocess.DEVNULL if stdin is None else None,
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=180, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("protocol", ["SASL_PLAINTEXT", "SSL", "SASL_SSL"])
+def test_publish_and_tail_over_each_secured_listener(secured: Secured, protocol: str) -> None:
+    prefix = f"sec{uuid.uuid4().hex[:8]}"
+    env = secured.env(protocol, TRACKERFLOW_TOPIC_PREFIX=prefix)
+    lines = b"".join(
+        orjson.dumps({"sender_id": f"c{i}", "event": "pause", "timestamp": 1.0 + i}) + b"\n"
+        for i in range(3)
+    )
+    published = trackerflow("publish", "-", env=env, stdin=lines)
+    assert published.returncode == 0, published.stderr
+    tailed = trackerflow("tail", "events", "--idle", "5", env=env)
+    assert tailed.returncode == 0, tailed.stderr
+    seen = sorted(orjson.loads(line)["key"] for line in tailed.stdout.splitlines())
+    assert seen == ["c0", "c1", "c2"]
+
+
+def test_a_worker_folds_over_sasl_ssl_exactly_like_offline(secured: Secured) -> None:
+    records = sample()[:400]
+    prefix = f"sec{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    env = secured.env(
+        "SASL_SSL",
+        TRACKERFLOW_TOPIC_PREFIX=prefix,
+        TRACKERFLOW_APP_ID=prefix,
+        TRACKERFLOW_WEB_PORT=str(port),
+    )
+    lines = b"".join(value + b"\n" for _, value in records)
+    published = trackerflow("publish", "-", env=env, stdin=lines)
+    assert published.returncode == 0, published.stderr
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "worker"],
+        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        health = wait_for_folds(port, len(records), worker)
+        assert health["records"]["folded"] == len(records)
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        _, errors = worker.communicate(timeout=60)
+    assert worker.returncode == 0, errors.decode()[-2000:]
+    _, expected_signals = offline(records)
+    tailed = trackerflow("tail", "signals", "--idle", "5", env=env)
+    assert tailed.returncode == 0, tailed.stderr
+    signals = [orjson.loads(line)["value"] for line in tailed.stdout.splitlines()]
+    assert len(signals) == len(expected_signals)
+
+
+def wait_for_folds(port: int, total: int, worker: subprocess.Popen[bytes]) -> dict[str, Any]:
+    deadline = time.monotonic() + 120
+    health: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        assert worker.poll() is None, "the worker exited"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as answer:
+                health = orjson.loads(answer.read())
+        except OSError:
+            health = {}
+        if health.get("records", {}).get("folded", 0) >= total:
+            return health
+        time.sleep(0.5)
+    raise AssertionError(f"not all folded in time: {health}")
+
+
+@pytest.mark.parametrize(
+    ("protocol", "change", "says"),
+    [
+        ("SASL_PLAINTEXT", {"TRACKERFLOW_SASL_PASSWORD": "wrong"}, "uthentication"),
+        ("SASL_SSL", {"TRACKERFLOW_SASL_USERNAME": "mallory"}, "uthentication"),
+    ],
+    ids=["wrong-password", "unknown-user"],
+)
+def test_bad_credentials_fail_with_a_clear_error(
+    secured: Secured, protocol: str, change: dict[str, str], says: str
+) -> None:
+    env = secured.env(protocol, TRACKERFLOW_TOPIC_PREFIX=f"sec{uuid.uuid4().hex[:8]}", **change)
+    line = b'{"sender_id": "c1", "event": "pause", "timestamp": 1.0}\n'
+    published = trackerflow("publish", "-", env=env, stdin=line)
+    assert published.returncode != 0
+    assert says in published.stderr and "Traceback" not in published.stderr
+    assert "check the SASL user name and password" in published.stderr
+    if protocol != "SASL_PLAINTEXT":
+        return  # each attempt waits for kafka-python's bootstrap timeout: tail once only
+    tailed = trackerflow("tail", "events", "--idle", "1", env=env)
+    assert tailed.returncode != 0
+    assert "check the SASL user name and password" in tailed.stderr
+
+
+def test_a_certificate_not_trusted_fails_with_a_clear_error(
+    secured: Secured, tmp_path: Path
+) -> None:
+    _, stranger = keystore(tmp_path)  # another self-signed certificate: not the broker's
+    env = secured.env(
+        "SSL",
+        TRACKERFLOW_TOPIC_PREFIX=f"sec{uuid.uuid4().hex[:8]}",
+        TRACKERFLOW_SSL_CAFILE=str(stranger),
+    )
+    line = b'{"sender_id": "c1", "event": "pause", "timestamp": 1.0}\n'
+    published = trackerflow("publish", "-", env=env, stdin=line)
+    assert published.returncode != 0
+    assert "CERTIFICATE_VERIFY_FAILED" in published.stderr
+    assert "Traceback" not in published.stderr
