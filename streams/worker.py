@@ -788,19 +788,21 @@ class Worker:
         )
         try:
             await producer.start()
-        except BaseException:
+            # an empty transaction makes sure InitProducerId is done: earlier owners are fenced
+            # and their open transaction is aborted before this worker reads the changelog
+            await producer.begin_transaction()
+            await producer.commit_transaction()
+            # the metadata of every topic it may write: otherwise the first transaction that
+            # writes one (a partition's first signal, its first fired reminder) waits for it
+            topics = self.topics
+            written = (topics.signals, topics.events, topics.dlq, topics.rekeyed)
+            for topic in (*written, self.heads_changelog, self.history_changelog):
+                await producer.partitions_for(topic)
+        except BaseException:  # the partition is not taken: release what it holds
+            with contextlib.suppress(Exception):
+                await producer.stop()
             state.close()
             raise
-        # an empty transaction makes sure InitProducerId is done: earlier owners are fenced
-        # and their open transaction is aborted before this worker reads the changelog
-        await producer.begin_transaction()
-        await producer.commit_transaction()
-        # the metadata of every topic it may write: otherwise the first transaction that
-        # writes one (a partition's first signal, its first fired reminder) waits for it
-        topics = self.topics
-        written = (topics.signals, topics.events, topics.dlq, topics.rekeyed)
-        for topic in (*written, self.heads_changelog, self.history_changelog):
-            await producer.partitions_for(topic)
         return Partition(number, state, folder, producer, own_topic=self.topics.events)
 
     async def _restore(self, owned: list[Partition]) -> None:
