@@ -390,6 +390,8 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume, fold and commit until ``stop`` is set; then leave the group cleanly."""
+        if self.settings.store == "rocksdb":
+            self._state_lock = lock_state_dir(self.state_root)  # before any client exists
         config = kafka_client_config(self.settings)
         consumer = AIOKafkaConsumer(
             group_id=self.settings.app_id,
@@ -406,8 +408,6 @@ class Worker:
             **config,
         )
         self._consumer = consumer
-        if self.settings.store == "rocksdb":
-            self._state_lock = lock_state_dir(self.state_root)
         await consumer.start()
         try:
             topics = self.topics

@@ -401,6 +401,29 @@ def test_a_restarted_worker_reads_only_what_its_state_lacks(any_store_run: Run) 
         assert health["restored_records"] >= changelogs - 6  # compaction may drop a few
 
 
+def test_a_second_worker_on_a_used_state_directory_stops_with_a_clear_error(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    run = Run(kafka_bootstrap, tmp_path, "rocksdb")
+    try:
+        run.start_worker(0)
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "state-0" / run.prefix / "LOCK").exists():
+            assert time.monotonic() < deadline, "the first worker never locked its state"
+            time.sleep(0.2)
+        env = {**run.env(1), "TRACKERFLOW_STATE_DIR": str(tmp_path / "state-0")}
+        second = subprocess.run(
+            [sys.executable, "-m", "streams.worker_cli"],
+            env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert second.returncode == 1
+        assert "is in use by another worker" in second.stderr and "--state-dir" in second.stderr
+        assert "Traceback" not in second.stderr and "Unclosed" not in second.stderr
+        assert run.workers[0].poll() is None  # the first one runs on
+    finally:
+        run.stop_all()
+
+
 def kill(process: subprocess.Popen[bytes]) -> None:
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=10)
