@@ -24,6 +24,10 @@ Rules of this module (the shell owns the IO; this module owns the decisions):
   events are folded; ``fire`` takes a due one out and says what to publish.
 * Trackers are cached in memory (least recently used first out). A conversation that is not
   cached is rebuilt once from its history, the only replay this module does.
+* ``max_event_history`` is Rasa's: each tracker holds at most that many latest events (its state
+  and reverts follow Rasa's windowed tracker). The history store still keeps every event, as
+  Rasa's tracker store does, so a rebuilt tracker replays them all through its window and is
+  the tracker that folded them one by one.
 * Time: a record's missing timestamp is the broker's record time, so a replay decodes the same.
 """
 
@@ -94,10 +98,12 @@ class StreamFolder:
         domain: Domain | None = None,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
         cache_size: int = 10_000,
+        max_event_history: int | None = None,
     ) -> None:
         self.heads = heads
         self.history = history
         self.domain = domain
+        self.max_event_history = max_event_history
         self.max_record_bytes = max_record_bytes
         self.cache_size = cache_size
         self._cache: OrderedDict[str, tuple[int, DialogueStateTracker]] = OrderedDict()
@@ -180,10 +186,7 @@ class StreamFolder:
         head.pop("reminders", None)  # their reminder events are gone with the history
         self._live[conversation_id] = head
         self._cache.pop(conversation_id, None)
-        self._cache[conversation_id] = (
-            source.partition,
-            DialogueStateTracker(conversation_id, self.domain),
-        )
+        self._cache[conversation_id] = (source.partition, self._new_tracker(conversation_id))
         return Outcome("replaced", source, conversation_id)
 
     def _fold(self, conversation_id: str, event: Any, source: Source) -> Outcome:
@@ -255,7 +258,7 @@ class StreamFolder:
         if cached is not None:
             self._cache.move_to_end(conversation_id)
             return cached[1]
-        tracker = DialogueStateTracker(conversation_id, self.domain)
+        tracker = self._new_tracker(conversation_id)
         head = self._live.get(conversation_id) or self.heads.get(conversation_id)
         for seq in range(0 if head is None else int(head["count"])):
             tracker.update(decode_event(self.history[history_key(conversation_id, seq)]))
@@ -263,6 +266,11 @@ class StreamFolder:
         if len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
         return tracker
+
+    def _new_tracker(self, conversation_id: str) -> DialogueStateTracker:
+        return DialogueStateTracker(
+            conversation_id, self.domain, max_event_history=self.max_event_history
+        )
 
     def forget(self, partitions: set[int] | None = None) -> None:
         """Drop cached trackers (of ``partitions``, or all): another worker may own them now."""

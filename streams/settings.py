@@ -117,7 +117,10 @@ class Settings(BaseSettings):
         DEFAULT_MAX_RECORD_BYTES, ge=1, description="largest event record accepted or published"
     )
     history_max_events: int | None = Field(
-        None, ge=1, description="events kept per conversation in history (unset: all)"
+        None,
+        ge=1,
+        description="Rasa's max_event_history for the worker's trackers: the most events a "
+        "tracker holds and shows (unset: all); the history changelog keeps every event",
     )
 
     # -- worker -----------------------------------------------------------------------------

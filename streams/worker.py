@@ -766,14 +766,19 @@ class Worker:
             return RocksState(self.state_root / f"partition-{number}")
         return MemoryState()
 
-    async def _open(self, number: int) -> Partition:
-        state = self._state(number)
-        folder = StreamFolder(
+    def folder(self, state: PartitionState) -> StreamFolder:
+        """The fold of one state partition, as the settings say."""
+        return StreamFolder(
             state.heads,
             state.history,
             domain=self.domain,
             max_record_bytes=self.settings.max_record_bytes,
+            max_event_history=self.settings.history_max_events,
         )
+
+    async def _open(self, number: int) -> Partition:
+        state = self._state(number)
+        folder = self.folder(state)
         producer = AIOKafkaProducer(
             transactional_id=f"{self.settings.app_id}-{number}",
             enable_idempotence=True,

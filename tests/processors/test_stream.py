@@ -83,6 +83,38 @@ def test_a_tracker_rebuilt_from_history_continues_exactly() -> None:
     ).current_state(all_state)
 
 
+@pytest.mark.parametrize("window", [1, 5, 40])
+def test_a_windowed_folder_is_rasas_windowed_tracker_even_when_rebuilt(window: int) -> None:
+    """``max_event_history``: trackers hold the latest events only, history keeps all of them,
+    and a tracker rebuilt from history is the one that folded the events one by one."""
+    from events.wire import decode_record
+    from processors import DialogueStateTracker
+
+    all_records = records()
+    continuous = StreamFolder({}, {}, max_event_history=window)
+    restarted = StreamFolder({}, {}, max_event_history=window)
+    offline: dict[str, DialogueStateTracker] = {}
+    for number, r in enumerate(all_records):
+        continuous.process(r)
+        restarted.process(r)
+        assert r.value is not None
+        rec = decode_record(r.value, now=r.timestamp)
+        tracker = offline.setdefault(
+            rec.sender_id, DialogueStateTracker(rec.sender_id, max_event_history=window)
+        )
+        tracker.update(rec.event)
+        if number == 1000:
+            restarted.flush()
+            restarted.forget()  # rebuilt from history from here on
+    continuous.flush()
+    restarted.flush()
+    assert restarted.heads == continuous.heads
+    for conversation_id, tracker in offline.items():
+        assert continuous.heads[conversation_id]["state"] == tracker.current_state()
+        assert continuous.heads[conversation_id]["count"] == tracker._count  # all kept
+        assert len(continuous.tracker(conversation_id).events) <= window
+
+
 def test_a_tracker_evicted_before_flush_is_rebuilt_with_the_unflushed_events() -> None:
     stream, reference = StreamFolder({}, {}, cache_size=1), folder()
     for r in records()[:300]:

@@ -135,3 +135,10 @@ def test_a_transaction_begun_while_the_last_ones_markers_are_written_asks_again_
     handler = AddPartitionsToTxnHandler(sender, [TopicPartition("events", 0)])
     response = SimpleNamespace(errors=[("events", [(0, ConcurrentTransactions.errno)])])
     assert handler.handle_response(response) == TXN_CONCURRENT_RETRY_S == 0.002
+
+
+def test_the_workers_folds_follow_the_settings() -> None:
+    settings = load_settings(history_max_events=7, max_record_bytes=4096)
+    folder = Worker(settings).folder(MemoryState())
+    assert (folder.max_event_history, folder.max_record_bytes) == (7, 4096)
+    assert Worker(load_settings()).folder(MemoryState()).max_event_history is None
