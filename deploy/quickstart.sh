@@ -52,4 +52,5 @@ Next:
   curl http://127.0.0.1:$PORT/metrics                            the worker's counters for Prometheus
   KAFKA_BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP_SERVERS .venv/bin/trackerflow tail signals
   make stop                                                      stop the worker and the broker
+  README "State": run production workers with --store rocksdb (state on disk, fast restarts)
 TXT
