@@ -21,7 +21,8 @@ Rules of this module:
   - A checkpoint Kafka cannot continue is dropped with the database's contents, and the
     partition is restored from the beginning of its changelogs: an offset below a changelog's
     first offset or past its end (the topic was truncated or re-created), or a checkpoint older
-    than ``MAX_CHECKPOINT_AGE_S`` (compaction may since have removed tombstones it never saw).
+    than ``MAX_CHECKPOINT_AGE_S`` with changelog records after it (compaction may have removed
+    tombstones among them).
   - Decoded heads of the conversations in use are cached, least recently used first out;
     history records are read from the database when a tracker is rebuilt (the folder caches
     trackers).
@@ -342,12 +343,6 @@ class RocksState:
 
     def _unusable(self, checkpoint: dict[str, Any], firsts: Offsets, ends: Offsets) -> str | None:
         """Why Kafka cannot continue ``checkpoint`` (None: it can)."""
-        age = self.clock() - float(checkpoint["written_at"])
-        if age > self.max_age_s:
-            return (
-                f"its checkpoint is {age / 3600:.1f} h old (more than "
-                f"{self.max_age_s / 3600:.1f} h: compaction may have removed deletions since)"
-            )
         offsets = checkpoint["offsets"]
         for table, first in firsts.items():
             offset = offsets.get(table)
@@ -356,6 +351,13 @@ class RocksState:
                     f"its checkpoint has {table} changelog offset {offset}, outside the "
                     f"changelog's offsets {first}..{ends[table]} (truncated or re-created?)"
                 )
+        age = self.clock() - float(checkpoint["written_at"])
+        behind = any(offsets[table] < end for table, end in ends.items())
+        if age > self.max_age_s and behind:  # up to date, it cannot have missed anything
+            return (
+                f"its checkpoint is {age / 3600:.1f} h old (more than "
+                f"{self.max_age_s / 3600:.1f} h: compaction may have removed deletions since)"
+            )
         return None
 
     def load(self, table: str, key: bytes, value: bytes | None) -> None:

@@ -173,8 +173,9 @@ def test_rocks_heads_cache_is_bounded_and_reads_through(tmp_path: Path) -> None:
         ({"heads": 4, "history": 4}, {"heads": 0, "history": 0}, (3, 9), 0.0, "outside"),
         ({"heads": 4}, {"heads": 0, "history": 0}, (9, 9), 0.0, "outside"),
         ({"heads": 4, "history": 4}, {"heads": 0, "history": 0}, (9, 9), 1.0, "old"),
+        ({"heads": 4, "history": 4}, {"heads": 0, "history": 0}, (4, 4), 1.0, None),
     ],
-    ids=["continues", "below-first", "past-end", "table-missing", "too-old"],
+    ids=["continues", "below-first", "past-end", "table-missing", "too-old", "old-up-to-date"],
 )
 def test_rocks_drops_a_checkpoint_kafka_cannot_continue(
     tmp_path: Path,
