@@ -30,7 +30,7 @@ import subprocess
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from string import Template
@@ -183,6 +183,7 @@ def start(
     jit: str = DEFAULT_JIT,
     timeout: float = 90.0,
     extra_config: Mapping[str, str] | None = None,
+    format_args: Sequence[str] = (),
 ) -> BrokerInfo:
     """Start a broker in ``data_dir`` and wait until it answers a metadata request.
 
@@ -190,6 +191,7 @@ def start(
     returned as it is (an error if it differs in version or in an explicitly requested port).
     ``extra_config`` adds server properties or replaces the template's (more listeners, for
     SASL and SSL; the PLAINTEXT listener on ``port`` must stay: readiness is checked there).
+    ``format_args`` go to the storage format of a new data dir (``--add-scram ...`` users).
     """
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -213,7 +215,7 @@ def start(
         config = _write_config(data_dir, port, controller_port, extra_config or {})
         cluster_id = previous.cluster_id if formatted and previous else new_cluster_id()
         if not formatted:
-            _format(java, jars, config, cluster_id, data_dir)
+            _format(java, jars, config, cluster_id, data_dir, format_args)
         proc = _launch(java, jars, config, options)
         log = str(data_dir / LOG)
         info = BrokerInfo(proc.pid, port, controller_port, version, str(data_dir), log, cluster_id)
@@ -272,10 +274,13 @@ def _write_config(
     return config
 
 
-def _format(java: Path, jars: Path, config: Path, cluster_id: str, data_dir: Path) -> None:
+def _format(
+    java: Path, jars: Path, config: Path, cluster_id: str, data_dir: Path, extra: Sequence[str]
+) -> None:
     command = [
         str(java), "-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp", f"{jars}/*",
         "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(config),
+        *extra,
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:

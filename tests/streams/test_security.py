@@ -1,7 +1,7 @@
 """SASL and TLS against a real broker: a local Kafka (the project's launcher) with SASL_PLAINTEXT,
-SSL and SASL_SSL listeners next to its PLAINTEXT one, and trackerflow's commands run as a user
-runs them, configured the way Rasa's Kafka broker is (``security_protocol``, ``sasl_*``,
-``ssl_*``).
+SSL and SASL_SSL listeners next to its PLAINTEXT one (SASL mechanisms PLAIN, SCRAM-SHA-256 and
+SCRAM-SHA-512), and trackerflow's commands run as a user runs them, configured the way Rasa's
+Kafka broker is (``security_protocol``, ``sasl_*``, ``ssl_*``).
 
 The broker's TLS certificate is self-signed (made with the JDK's ``keytool``, for 127.0.0.1), and
 the clients trust it as their CA file.
@@ -32,7 +32,10 @@ from tests.streams.test_worker import offline, sample
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 STORE_PASSWORD = "broker-store-secret"
-USERS = {"alice": "alice-secret"}
+USERS = {"alice": "alice-secret"}  # PLAIN users (in the listeners' JAAS configs)
+# SCRAM users, apart from the PLAIN ones: a client that did not use SCRAM would be refused
+SCRAM_USERS = {"bob": "bob-scram-secret"}
+MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 @dataclass
@@ -42,8 +45,9 @@ class Secured:
     listeners: dict[str, str]  # security protocol -> host:port
     cafile: Path
 
-    def env(self, protocol: str, **more: str) -> dict[str, str]:
-        """The environment of a trackerflow command using ``protocol`` (as alice)."""
+    def env(self, protocol: str, mechanism: str = "PLAIN", **more: str) -> dict[str, str]:
+        """The environment of a trackerflow command using ``protocol`` (as alice with PLAIN, as
+        bob with SCRAM)."""
         environ = {
             k: v
             for k, v in os.environ.items()
@@ -55,9 +59,11 @@ class Secured:
         }
         if protocol.startswith("SASL_"):
             environ |= {
-                "TRACKERFLOW_SASL_MECHANISM": "PLAIN",
-                "TRACKERFLOW_SASL_USERNAME": "alice",
-                "TRACKERFLOW_SASL_PASSWORD": USERS["alice"],
+                "TRACKERFLOW_SASL_MECHANISM": mechanism,
+                "TRACKERFLOW_SASL_USERNAME": "alice" if mechanism == "PLAIN" else "bob",
+                "TRACKERFLOW_SASL_PASSWORD": USERS["alice"]
+                if mechanism == "PLAIN"
+                else SCRAM_USERS["bob"],
             }
         if protocol in ("SSL", "SASL_SSL"):
             environ |= {
@@ -105,6 +111,13 @@ def secured(
         "org.apache.kafka.common.security.plain.PlainLoginModule required "
         f'username="alice" password="{USERS["alice"]}" {users};'
     )
+    scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+    # SCRAM users live in the cluster metadata: added when the storage is formatted
+    scram_users = [
+        ["--add-scram", f"{mechanism}=[name={name},password={password}]"]
+        for mechanism in MECHANISMS[1:]
+        for name, password in SCRAM_USERS.items()
+    ]
     extra = {
         "listeners": ",".join(
             [
@@ -118,9 +131,14 @@ def secured(
         ),
         "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,"
         "SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL",
-        "sasl.enabled.mechanisms": "PLAIN",
+        "sasl.enabled.mechanisms": ",".join(MECHANISMS),
         "listener.name.sasl_plaintext.plain.sasl.jaas.config": jaas,
         "listener.name.sasl_ssl.plain.sasl.jaas.config": jaas,
+        **{
+            f"listener.name.{listener}.{mechanism.lower()}.sasl.jaas.config": scram
+            for listener in ("sasl_plaintext", "sasl_ssl")
+            for mechanism in MECHANISMS[1:]
+        },
         "ssl.keystore.type": "PKCS12",
         "ssl.keystore.location": str(store),
         "ssl.keystore.password": STORE_PASSWORD,
@@ -133,6 +151,7 @@ def secured(
         controller_port=controller,
         version=local_kafka_version,
         extra_config=extra,
+        format_args=[arg for pair in scram_users for arg in pair],
     )
     try:
         yield Secured(listeners, cafile)
@@ -151,10 +170,21 @@ def trackerflow(
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("protocol", ["SASL_PLAINTEXT", "SSL", "SASL_SSL"])
-def test_publish_and_tail_over_each_secured_listener(secured: Secured, protocol: str) -> None:
+@pytest.mark.parametrize(
+    ("protocol", "mechanism"),
+    [
+        ("SASL_PLAINTEXT", "PLAIN"),
+        ("SASL_PLAINTEXT", "SCRAM-SHA-256"),
+        ("SSL", "PLAIN"),  # no SASL: the mechanism is not used
+        ("SASL_SSL", "PLAIN"),
+        ("SASL_SSL", "SCRAM-SHA-512"),
+    ],
+)
+def test_publish_and_tail_over_each_secured_listener(
+    secured: Secured, protocol: str, mechanism: str
+) -> None:
     prefix = f"sec{uuid.uuid4().hex[:8]}"
-    env = secured.env(protocol, TRACKERFLOW_TOPIC_PREFIX=prefix)
+    env = secured.env(protocol, mechanism, TRACKERFLOW_TOPIC_PREFIX=prefix)
     lines = b"".join(
         orjson.dumps({"sender_id": f"c{i}", "event": "pause", "timestamp": 1.0 + i}) + b"\n"
         for i in range(3)
@@ -167,12 +197,13 @@ def test_publish_and_tail_over_each_secured_listener(secured: Secured, protocol:
     assert seen == ["c0", "c1", "c2"]
 
 
-def test_a_worker_folds_over_sasl_ssl_exactly_like_offline(secured: Secured) -> None:
+def test_a_worker_folds_over_sasl_ssl_with_scram_exactly_like_offline(secured: Secured) -> None:
     records = sample()[:400]
     prefix = f"sec{uuid.uuid4().hex[:8]}"
     port = free_port()
     env = secured.env(
         "SASL_SSL",
+        "SCRAM-SHA-256",
         TRACKERFLOW_TOPIC_PREFIX=prefix,
         TRACKERFLOW_APP_ID=prefix,
         TRACKERFLOW_WEB_PORT=str(port),
