@@ -18,6 +18,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,10 @@ MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 class Secured:
     """The secured broker: a bootstrap address per listener, and the CA file clients trust."""
 
-    listeners: dict[str, str]  # security protocol -> host:port
+    listeners: dict[str, str]  # security protocol (or MTLS) -> host:port
     cafile: Path
+    client_cert: Path  # the certificate and key the MTLS listener requires
+    client_key: Path
 
     def env(self, protocol: str, mechanism: str = "PLAIN", **more: str) -> dict[str, str]:
         """The environment of a trackerflow command using ``protocol`` (as alice with PLAIN, as
@@ -55,7 +58,7 @@ class Secured:
         }
         environ |= {
             "KAFKA_BOOTSTRAP_SERVERS": self.listeners[protocol],
-            "TRACKERFLOW_SECURITY_PROTOCOL": protocol,
+            "TRACKERFLOW_SECURITY_PROTOCOL": "SSL" if protocol == "MTLS" else protocol,
         }
         if protocol.startswith("SASL_"):
             environ |= {
@@ -65,7 +68,7 @@ class Secured:
                 if mechanism == "PLAIN"
                 else SCRAM_USERS["bob"],
             }
-        if protocol in ("SSL", "SASL_SSL"):
+        if protocol in ("SSL", "SASL_SSL", "MTLS"):
             environ |= {
                 "TRACKERFLOW_SSL_CAFILE": str(self.cafile),
                 "TRACKERFLOW_SSL_CHECK_HOSTNAME": "true",
@@ -96,6 +99,39 @@ def keystore(directory: Path) -> tuple[Path, Path]:
     return store, cafile
 
 
+def client_certificate(directory: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed client certificate and its unencrypted private key, as PEM files."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / f"{name}.crt.pem", directory / f"{name}.key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
 @pytest.fixture(scope="module")
 def secured(
     tmp_path_factory: pytest.TempPathFactory,
@@ -103,8 +139,10 @@ def secured(
 ) -> Iterator[Secured]:
     data_dir = tmp_path_factory.mktemp("secured-kafka")
     store, cafile = keystore(data_dir)
+    client_cert, client_key = client_certificate(data_dir, "trackerflow-client")
     plain, controller = free_port(), free_port()
-    ports = {protocol: free_port() for protocol in ("SASL_PLAINTEXT", "SSL", "SASL_SSL")}
+    # MTLS: an SSL listener that requires a client certificate (trusting the one made above)
+    ports = {name: free_port() for name in ("SASL_PLAINTEXT", "SSL", "SASL_SSL", "MTLS")}
     listeners = {p: f"127.0.0.1:{port}" for p, port in ports.items()}
     users = " ".join(f'user_{name}="{password}"' for name, password in USERS.items())
     jaas = (
@@ -130,7 +168,10 @@ def secured(
             [f"PLAINTEXT://127.0.0.1:{plain}", *(f"{p}://{a}" for p, a in listeners.items())]
         ),
         "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,"
-        "SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL",
+        "SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL,MTLS:SSL",
+        "listener.name.mtls.ssl.client.auth": "required",
+        "listener.name.mtls.ssl.truststore.type": "PEM",
+        "listener.name.mtls.ssl.truststore.location": str(client_cert),
         "sasl.enabled.mechanisms": ",".join(MECHANISMS),
         "listener.name.sasl_plaintext.plain.sasl.jaas.config": jaas,
         "listener.name.sasl_ssl.plain.sasl.jaas.config": jaas,
@@ -154,7 +195,7 @@ def secured(
         format_args=[arg for pair in scram_users for arg in pair],
     )
     try:
-        yield Secured(listeners, cafile)
+        yield Secured(listeners, cafile, client_cert, client_key)
     finally:
         broker.stop(data_dir)
 
@@ -178,6 +219,7 @@ def trackerflow(
         ("SSL", "PLAIN"),  # no SASL: the mechanism is not used
         ("SASL_SSL", "PLAIN"),
         ("SASL_SSL", "SCRAM-SHA-512"),
+        ("MTLS", "PLAIN"),  # SSL with a client certificate
     ],
 )
 def test_publish_and_tail_over_each_secured_listener(
@@ -185,6 +227,11 @@ def test_publish_and_tail_over_each_secured_listener(
 ) -> None:
     prefix = f"sec{uuid.uuid4().hex[:8]}"
     env = secured.env(protocol, mechanism, TRACKERFLOW_TOPIC_PREFIX=prefix)
+    if protocol == "MTLS":
+        env |= {
+            "TRACKERFLOW_SSL_CERTFILE": str(secured.client_cert),
+            "TRACKERFLOW_SSL_KEYFILE": str(secured.client_key),
+        }
     lines = b"".join(
         orjson.dumps({"sender_id": f"c{i}", "event": "pause", "timestamp": 1.0 + i}) + b"\n"
         for i in range(3)
@@ -268,6 +315,17 @@ def test_bad_credentials_fail_with_a_clear_error(
     tailed = trackerflow("tail", "events", "--idle", "1", env=env)
     assert tailed.returncode != 0
     assert "check the SASL user name and password" in tailed.stderr
+
+
+def test_a_listener_requiring_a_client_certificate_refuses_a_client_without_one(
+    secured: Secured,
+) -> None:
+    env = secured.env("MTLS", TRACKERFLOW_TOPIC_PREFIX=f"sec{uuid.uuid4().hex[:8]}")
+    line = b'{"sender_id": "c1", "event": "pause", "timestamp": 1.0}\n'
+    published = trackerflow("publish", "-", env=env, stdin=line)
+    assert published.returncode != 0
+    assert "cannot reach Kafka" in published.stderr and "Traceback" not in published.stderr
+    assert "BAD_CERTIFICATE" in published.stderr  # the broker's TLS alert, passed on
 
 
 def test_a_certificate_not_trusted_fails_with_a_clear_error(
