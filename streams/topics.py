@@ -288,7 +288,8 @@ class ConnectionFailures(logging.Handler):
         return any("uthentication" in reason for reason in self.reasons)
 
     def explain(self) -> str:
-        """`` (last attempt: ...)``, or nothing when kafka-python said nothing."""
+        """`` (<the reason>)`` to append to an error (a refusal of the credentials first, with
+        a hint), or nothing when kafka-python said nothing."""
         if not self.reasons:
             return ""
         refused = [reason for reason in self.reasons if "uthentication" in reason]
