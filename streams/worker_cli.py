@@ -11,7 +11,7 @@ import click
 from aiokafka.errors import KafkaError
 
 from streams.cli_params import domain_option, load_domain
-from streams.settings import SettingsError, env_vars, load_settings
+from streams.settings import Settings, SettingsError, env_vars, load_settings
 from streams.stores import StateError
 from streams.topics import TopicsError, ensure_topics
 
@@ -28,6 +28,13 @@ FIELDS = {
 }
 
 
+def _help(field: str) -> str:
+    """The setting's description and default, as the option's help."""
+    info = Settings.model_fields[field]
+    text = info.description or field.replace("_", " ")
+    return f"{text[:1].upper()}{text[1:]} (default: {info.default}; README: Settings)."
+
+
 def _setting_options(command: Any) -> Any:
     for field, metavar in reversed(FIELDS.items()):
         names = env_vars(field)
@@ -36,7 +43,7 @@ def _setting_options(command: Any) -> Any:
             metavar=metavar,
             envvar=list(names),
             show_envvar=True,
-            help=f"The {field.replace('_', ' ')} setting (see README, Settings).",
+            help=_help(field),
         )(command)
     return command
 

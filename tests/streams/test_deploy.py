@@ -45,3 +45,19 @@ def test_the_image_installs_the_three_packages_and_runs_the_cli() -> None:
     for package in ("events", "processors", "streams"):
         assert f"COPY {package} {package}" in dockerfile
     assert 'ENTRYPOINT ["trackerflow"]' in dockerfile
+
+
+def test_the_worker_help_explains_each_setting_with_its_default_and_variable() -> None:
+    from streams.settings import Settings
+    from streams.worker_cli import FIELDS
+
+    result = CliRunner().invoke(main, ["worker", "--help"])
+    assert result.exit_code == 0, result.output
+    chunks = {  # option -> its help, on one line
+        chunk.split()[0]: " ".join(chunk.split()) for chunk in result.output.split("\n  --")[1:]
+    }
+    for field in FIELDS:
+        line = chunks[field.replace("_", "-")]
+        info = Settings.model_fields[field]
+        assert f"(default: {info.default};" in line and f"TRACKERFLOW_{field.upper()}" in line
+        assert (info.description or "")[1:20] in line
