@@ -85,6 +85,8 @@ class DialogueStateTracker(TrackerQueries):
         self._segment_start = 0
         self._last_restart = -1
         self._last_user = -1
+        # with a window: the applied positions, computed once per number of events logged
+        self._window_applied: tuple[int, frozenset[int]] = (-1, frozenset())
 
     # -- folding -------------------------------------------------------------------------------
 
@@ -258,9 +260,14 @@ class DialogueStateTracker(TrackerQueries):
 
     def is_applied(self, seq: int) -> bool:
         """Whether the ``seq``-th event logged (0-based) is among the applied events; without
-        an event-history window, a binary search of the applied positions (kept ascending)."""
+        an event-history window, a binary search of the applied positions (kept ascending);
+        with one, the window's applied positions, computed once until the next event."""
         if self.max_event_history is not None:
-            return seq in self.applied_positions()
+            count, applied = self._window_applied
+            if count != self._count:
+                applied = frozenset(self.applied_positions())
+                self._window_applied = (self._count, applied)
+            return seq in applied
         acc = self._acc
         at = bisect_left(acc, seq)
         return at < len(acc) and acc[at] == seq

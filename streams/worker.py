@@ -338,8 +338,9 @@ class Worker:
         self.settings = settings
         self.domain = domain
         self.topics = Topics.from_settings(settings)
-        self.changelogs = changelog_topics(settings)
-        self.heads_changelog, self.history_changelog = self.changelogs
+        self.heads_changelog, self.history_changelog = changelog_topics(settings)
+        # changelog topic -> its table
+        self.tables = dict(zip(changelog_topics(settings), TABLES, strict=True))
         self.url = f"http://{settings.web_host}:{settings.web_port}"
         self.assignor = OwnerAssignor(self.url, self.topics.events)
         self.partitions: dict[int, Partition] = {}
@@ -656,7 +657,7 @@ class Worker:
                 await producer.abort_transaction()
             raise
         own: list[tuple[int, bytes | None]] = []
-        changelogs = dict(self._tables())
+        changelogs = self.tables
         ends: dict[str, int] = {}
         for batch in sent:
             # raises if a record was not written (the commit would have too)
@@ -817,7 +818,7 @@ class Worker:
             return
         by_tp: dict[TopicPartition, tuple[Partition, str]] = {}
         for part in owned:
-            for topic, table in zip(self.changelogs, TABLES, strict=True):
+            for topic, table in self.tables.items():
                 by_tp[TopicPartition(topic, part.number)] = (part, table)
         reader = AIOKafkaConsumer(
             isolation_level="read_committed",
@@ -832,7 +833,7 @@ class Worker:
             ends = await reader.end_offsets(list(by_tp))  # the last stable offsets
             pending: set[TopicPartition] = set()
             for part in owned:
-                tps = {table: TopicPartition(t, part.number) for t, table in self._tables()}
+                tps = {table: TopicPartition(t, part.number) for t, table in self.tables.items()}
                 starts, part.restored = part.state.resume_from(
                     {table: firsts[tp] for table, tp in tps.items()},
                     {table: ends[tp] for table, tp in tps.items()},
@@ -863,16 +864,11 @@ class Worker:
                         else:
                             load(table, message.key, message.value)
             for part in owned:
-                part.state.restored(
-                    {table: ends[TopicPartition(t, part.number)] for t, table in self._tables()},
-                    part.restored,
-                )
+                tables = self.tables.items()
+                read = {table: ends[TopicPartition(t, part.number)] for t, table in tables}
+                part.state.restored(read, part.restored)
         finally:
             await reader.stop()
-
-    def _tables(self) -> list[tuple[str, str]]:
-        """(changelog topic, table) of each table."""
-        return list(zip(self.changelogs, TABLES, strict=True))
 
     async def _seek_position(self, owned: Partition) -> None:
         """Move the consumer to the partition's restored read positions."""
