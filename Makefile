@@ -10,13 +10,15 @@ SAMPLE := deploy/samples/conversations.jsonl
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(BIN)/trackerflow: pyproject.toml
+NATIVE := events/native-decoder
+$(BIN)/trackerflow: pyproject.toml $(NATIVE)/Cargo.toml $(NATIVE)/Cargo.lock $(wildcard $(NATIVE)/src/*.rs)
+	@command -v cargo >/dev/null || echo "note: no Rust toolchain (cargo) on PATH: installing without the compiled decoder"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $@
 
-setup: $(BIN)/trackerflow ## Create .venv and install trackerflow with its dev tools
+setup: $(BIN)/trackerflow ## Create .venv, install trackerflow (compiling its Rust decoder) and dev tools
 
 kafka-jars: setup ## Fetch the Apache Kafka broker jars with Maven into .kafka/ (once)
 	$(BIN)/python -c "import os; from streams.broker import DEFAULT_VERSION, ensure_jars; print(ensure_jars(os.environ.get('TRACKERFLOW_KAFKA_VERSION', DEFAULT_VERSION)))"
@@ -34,9 +36,12 @@ replay: setup ## Offline: replay the sample conversations into out/trackers.json
 		--stories out/stories.yml --rejects out/rejects.jsonl
 	@echo "trackers: out/trackers.jsonl  stories: out/stories.yml  rejects: out/rejects.jsonl"
 
-lint: setup ## ruff (style, imports, layering bans)
+lint: setup ## ruff (style, imports, layering bans); rustfmt and clippy on the Rust decoder
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check events processors
+	@if command -v cargo >/dev/null; then \
+		cd $(NATIVE) && cargo fmt --check && cargo clippy --quiet --release -- -D warnings; \
+	else echo "note: no cargo on PATH: the Rust decoder is not linted"; fi
 
 typecheck: setup ## mypy --strict
 	$(BIN)/mypy
@@ -56,4 +61,5 @@ bench-reminders: kafka-jars ## One worker on a local Kafka: reminder firing dela
 	$(BIN)/python -m bench.reminders
 
 clean: ## Remove build, test and benchmark leftovers
-	rm -rf out bench/out .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov *.egg-info
+	rm -rf out bench/out .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov *.egg-info build \
+		$(NATIVE)/target

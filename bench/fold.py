@@ -8,7 +8,8 @@ measure, each the best of ``--runs`` runs with ``time.perf_counter`` over lines 
 (a) ``json.loads`` per line — the baseline any Python consumer pays;
 (b) ``events.decode_record`` + ``DialogueStateTracker.update`` on the conversation's tracker;
 (c) (b) for 10-event conversations and for 1,000-event conversations;
-(d) ``streams.replay`` reading the file itself (what ``trackerflow replay`` does, minus output).
+(d) ``streams.replay`` reading the file itself (what ``trackerflow replay`` does, minus output);
+(e) (b) with the Python decoder only, as an install without the compiled one runs.
 
 (b) and (c) run with Python's default garbage-collector settings and again with the cyclic
 collector paused, as ``trackerflow replay`` runs (see ``streams.replay.paused_gc``).
@@ -30,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.generate import Plan, open_output, write
-from events import decode_record
+from events import Record, decode_record, record_decoder, wire
 from processors import DialogueStateTracker
 from streams.replay import Replay, paused_gc
 from streams.sources import Source
@@ -59,14 +60,18 @@ def json_baseline(lines: list[bytes]) -> None:
         loads(line)
 
 
-def decode_fold(lines: list[bytes]) -> None:
+def decode_fold(lines: list[bytes], decode: Callable[[bytes], Record] = decode_record) -> None:
     trackers: dict[str, DialogueStateTracker] = {}
     for line in lines:
-        record = decode_record(line)
+        record = decode(line)
         tracker = trackers.get(record.sender_id)
         if tracker is None:
             tracker = trackers[record.sender_id] = DialogueStateTracker(record.sender_id)
         tracker.update(record.event)
+
+
+def python_decoder_only(lines: list[bytes]) -> None:
+    decode_fold(lines, wire.decode_record_python)
 
 
 def replay_file(path: Path) -> Callable[[list[bytes]], None]:
@@ -117,9 +122,13 @@ def main(argv: list[str] | None = None) -> int:
         ("(c) 10-event conversations, GC paused", decode_fold, short, True),
         ("(c) 1,000-event conversations, GC paused", decode_fold, long, True),
         ("(d) trackerflow replay path (file, GC paused)", replay_file(mixed_path), mixed, True),
+        ("(e) (b) GC paused, Python decoder only", python_decoder_only, mixed, True),
     ]
     rates: list[float] = []
-    print(f"\nbest of {args.runs} runs, single process, Python {sys.version.split()[0]}")
+    print(
+        f"\nbest of {args.runs} runs, single process, Python {sys.version.split()[0]}, "
+        f"record decoder: {record_decoder()}"
+    )
     print(f"{'measurement':48} {'events':>11} {'best s':>8} {'events/s':>11}")
     for name, measure, lines, pause in rows:
         seconds = best_of(args.runs, measure, lines, pause)
@@ -131,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(rates: list[float]) -> int:
     """Print the ratios and the targets; exit status 0 either way (a benchmark, not a test)."""
-    baseline, mixed, mixed_paused, short, long, short_paused, long_paused, _ = rates
+    baseline, mixed, mixed_paused, short, long, short_paused, long_paused, _, _ = rates
     print(
         f"\ndecode+fold / json.loads baseline: {mixed / baseline:.2f} (GC paused: "
         f"{mixed_paused / baseline:.2f})"

@@ -61,6 +61,7 @@ from events.wire import (
     dumps_rasa,
     encode_event,
     encode_record,
+    record_decoder,
 )
 
 __all__ = [
@@ -112,6 +113,7 @@ __all__ = [
     "encode_event",
     "encode_record",
     "markdown_story",
+    "record_decoder",
     "stamped",
     "story_string",
     "yaml_stories",

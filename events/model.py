@@ -8,8 +8,9 @@ Rules of this module:
 * ``timestamp`` is Unix epoch seconds. ``0.0`` means "not stamped yet", exactly like Rasa, which
   treats any falsy timestamp as "now": whoever logs the event (the decoder, a publisher) stamps it
   with the time it is given. Nothing here reads the clock.
-* Dict and list fields hold JSON data as decoded. They are shared, never copied, so treat them as
-  read-only; the tracker never mutates them.
+* Dict and list fields hold JSON data as decoded. They are shared, never copied (the compiled
+  decoder even gives records with equal ``metadata`` one dict), so treat them as read-only; the
+  tracker never mutates them.
 * Legacy forms are read into the 3.6 classes, as Rasa does: ``form`` -> ``ActiveLoop``,
   ``form_validation`` -> ``LoopInterrupted``; a rasa_core 0.14 ``reminder`` keeps the ``action``
   it names in ``ReminderScheduled.action``.
@@ -83,15 +84,8 @@ class UserUttered(_Base):
         }
         if parse_data:
             full.update(parse_data)
-        return cls(
-            text,
-            intent,
-            entities,
-            full,
-            input_channel,
-            message_id,
-            timestamp=timestamp,
-            metadata=metadata,
+        return build_user(
+            timestamp, metadata, text, intent, entities, full, input_channel, message_id
         )
 
     @classmethod

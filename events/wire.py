@@ -36,6 +36,7 @@ from events.errors import (
     RecordTooLarge,
     show,
 )
+from events.fast import native_decoder
 from events.model import EVENT_TYPES, Event, JSONDict
 
 DEFAULT_MAX_RECORD_BYTES: Final = 1_048_576
@@ -104,6 +105,22 @@ def decode_record(
         return Record(sender, decoder(obj, 0.0 if now is None else now))
     except EventError as error:
         raise error.at(conversation_id=sender or None) from None
+
+
+decode_record_python: Final = decode_record
+"""The Python decoder: the reference the compiled one must equal, and its fallback."""
+
+_NATIVE = native_decoder(Record, decode_record_python, DEFAULT_MAX_RECORD_BYTES)
+"""The compiled decoder (``events.fast``), None if the package was built without it."""
+
+# the compiled decoder's decode_record when built: same arguments, same results, one call less
+decode_record = decode_record_python if _NATIVE is None else _NATIVE.decode_record
+
+
+def record_decoder() -> str:
+    """Which decoder reads JSON bytes: ``"compiled"`` (then Python for what it defers) or
+    ``"python"`` (the package was installed without the compiled module)."""
+    return "python" if _NATIVE is None else "compiled"
 
 
 def _decode(obj: Mapping[str, Any], now: float | None) -> Event:

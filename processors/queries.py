@@ -91,7 +91,7 @@ class TrackerQueries:
 
     @property
     def latest_action(self) -> dict[str, str | None]:
-        return dict(self._head.action)
+        return self._head.latest_action()
 
     @property
     def latest_action_name(self) -> str | None:
@@ -223,7 +223,7 @@ class TrackerQueries:
             "events": None if listed is None else [self._encode(e) for e in listed],
             "latest_input_channel": self.get_latest_input_channel(),
             "active_loop": self._folder.loop_dict(head.loop),
-            "latest_action": dict(head.action),
+            "latest_action": head.latest_action(),
             "latest_action_name": head.action_name,
         }
 

@@ -4,7 +4,8 @@ Rules of this module:
 
 * ``Head`` is everything ``current_state()`` needs and nothing that grows with the conversation.
   Snapshots of it are cheap: the slot dict is shared copy-on-write (``owned`` says whether this
-  head may write to it), the other fields are immutable values.
+  head may write to it), the other fields are immutable values (the latest action is kept as
+  its event; Rasa's ``latest_action`` dict is built when asked for).
 * ``Folder.apply(head, event)`` is Rasa's ``apply_to`` for one event, by an explicit table of
   per-type functions. Reverts and the applied list are the tracker's business, not this module's.
 * Rasa mutates user-event objects after the fact (``entities`` adds entities to the latest
@@ -37,6 +38,7 @@ from events.model import (
     SessionStarted,
     SlotSet,
     UserUttered,
+    build_small,
 )
 
 SHOULD_NOT_BE_SET = "should_not_be_set"
@@ -56,11 +58,18 @@ Frozen = tuple[
     dict[str, Any],
     bool,
     "str | None",
-    "dict[str, str | None]",
+    "ActionExecuted | None",
     UserUttered,
     BotUttered,
     "LoopState | None",
+    int,
 ]
+"""A head's state and the applied position it was taken at (one tuple per snapshot)."""
+
+
+def empty_bot() -> BotUttered:
+    """``BotUttered()``, built without the frozen dataclass's slow ``__init__``."""
+    return build_small(BotUttered, 0.0, {}, None, {})  # type: ignore[no-any-return]
 
 
 class Head:
@@ -73,13 +82,14 @@ class Head:
         self.owned = True
         self.paused = False
         self.followup: str | None = ACTION_LISTEN
-        self.action: dict[str, str | None] = {}
+        self.action: ActionExecuted | None = None
         self.message = UserUttered.create()
-        self.bot = BotUttered()
+        self.bot = empty_bot()
         self.loop: LoopState | None = None
 
-    def freeze(self) -> Frozen:
-        """An immutable copy of this state; the slot dict becomes shared copy-on-write."""
+    def freeze(self, position: int) -> Frozen:
+        """An immutable copy of this state, tagged with ``position``; the slot dict becomes
+        shared copy-on-write."""
         self.owned = False
         return (
             self.slots,
@@ -89,6 +99,7 @@ class Head:
             self.message,
             self.bot,
             self.loop,
+            position,
         )
 
     @classmethod
@@ -107,7 +118,17 @@ class Head:
 
     @property
     def action_name(self) -> str | None:
-        return self.action.get("action_name") or self.action.get("action_text")
+        action = self.action
+        return None if action is None else action.action_name or action.action_text
+
+    def latest_action(self) -> dict[str, str | None]:
+        """Rasa's ``latest_action``: ``{}``, ``{"action_name": …}`` or ``{"action_text": …}``."""
+        action = self.action
+        if action is None:
+            return {}
+        if action.action_name:
+            return {"action_name": action.action_name}
+        return {"action_text": action.action_text}
 
     @property
     def loop_name(self) -> str | None:
@@ -121,7 +142,7 @@ class Head:
         if (
             self.paused != other.paused
             or self.followup != other.followup
-            or self.action != other.action
+            or (self.action is not other.action and self.latest_action() != other.latest_action())
             or self.message is not other.message
             or self.bot is not other.bot
             or self.loop != other.loop
@@ -159,8 +180,8 @@ class Folder:
     def reset(self, head: Head) -> None:
         """Rasa's ``tracker._reset()``: a fresh state (slots back to initial values)."""
         head.slots, head.owned, head.paused = {}, True, False
-        head.action, head.followup, head.loop = {}, ACTION_LISTEN, None
-        head.message, head.bot = UserUttered.create(), BotUttered()
+        head.action, head.followup, head.loop = None, ACTION_LISTEN, None
+        head.message, head.bot = UserUttered.create(), empty_bot()
 
     def slot_values(self, head: Head) -> dict[str, Any]:
         values = head.slots
@@ -248,7 +269,7 @@ def _bot(folder: Folder, head: Head, event: BotUttered) -> None:
 
 def _action(folder: Folder, head: Head, event: ActionExecuted) -> None:
     name = event.action_name
-    head.action = {"action_name": name} if name else {"action_text": event.action_text}
+    head.action = event
     loop = head.loop
     if loop is not None:
         loop_name = head.loop_name

@@ -31,11 +31,13 @@ from events.model import (
     ActionExecuted,
     ActionReverted,
     ActiveLoop,
+    BotUttered,
     DefinePrevUserUtteredFeaturization,
     EntitiesAdded,
     Event,
     Restarted,
     SessionStarted,
+    SlotSet,
     UserUtteranceReverted,
     UserUttered,
 )
@@ -76,7 +78,7 @@ class DialogueStateTracker(TrackerQueries):
         )
         self._count = 0
         self._acc: list[int] = []
-        self._snaps: list[tuple[int, Frozen]] = []
+        self._snaps: list[Frozen] = []
         # (applied position, message it set the flag of or None, value) of each applied
         # user_featurization, for the re-application a revert's replay does; None = unknown
         self._feats: list[tuple[int, UserUttered | None, bool | None]] | None = []
@@ -106,19 +108,14 @@ class DialogueStateTracker(TrackerQueries):
             self.update(event)
 
     def _update_action(self, event: ActionExecuted, seq: int) -> None:
-        acc, at = self._acc, self._events.__getitem__
-        name = event.action_name
-        if name in self._loops and not first_run_or_unhappy(name, acc, at):
-            kept = prune_loop_tail(name, acc, at)
-            self._drop_snapshots_after(kept + 1)
-            self._drop_featurizations_from(kept + 1)
-            self._synced = False
-            _apply_action(self._folder, self._head, event)
+        acc = self._acc
+        if event.action_name in self._loops and self._pruned_loop_run(event):
             return
         position = len(acc)
-        snap = self._head.freeze() if self._synced else self._replay(position, False).freeze()
+        head = self._head if self._synced else self._replay(position, False)
+        snap = head.freeze(position)
         snaps = self._snaps
-        snaps.append((position, snap))
+        snaps.append(snap)
         if len(snaps) > MAX_SNAPSHOTS:
             del snaps[: MAX_SNAPSHOTS // 4]
         acc.append(seq)
@@ -127,6 +124,19 @@ class DialogueStateTracker(TrackerQueries):
             probe = Head.thaw(snap)
             _apply_action(self._folder, probe, event)
             self._synced = probe.same_as(self._head)
+
+    def _pruned_loop_run(self, event: ActionExecuted) -> bool:
+        """Rasa's loop pruning: a repeated happy-path run of an active loop drops the turns
+        since its previous run and is not itself applied. False if this run is not one."""
+        name, acc, at = event.action_name, self._acc, self._events.__getitem__
+        if first_run_or_unhappy(name, acc, at):  # type: ignore[arg-type]
+            return False
+        kept = prune_loop_tail(name, acc, at)  # type: ignore[arg-type]
+        self._drop_snapshots_after(kept + 1)
+        self._drop_featurizations_from(kept + 1)
+        self._synced = False
+        _apply_action(self._folder, self._head, event)
+        return True
 
     def _update_revert(self, event: Event, seq: int) -> None:
         revert(event, self._acc, self._events.__getitem__)
@@ -176,9 +186,9 @@ class DialogueStateTracker(TrackerQueries):
         """
         start, head = 0, None
         if not revert or self._feats is not None:
-            for snap_position, snap in reversed(self._snaps):
-                if snap_position <= position and not self._tainted(snap):
-                    start, head = snap_position, Head.thaw(snap)
+            for snap in reversed(self._snaps):
+                if snap[7] <= position and not self._tainted(snap):
+                    start, head = snap[7], Head.thaw(snap)
                     break
         if head is None:
             head = Head()
@@ -219,7 +229,7 @@ class DialogueStateTracker(TrackerQueries):
 
     def _drop_snapshots_after(self, position: int) -> None:
         snaps = self._snaps
-        while snaps and snaps[-1][0] > position:
+        while snaps and snaps[-1][7] > position:
             snaps.pop()
 
     def _update_windowed(self, event: Event, seq: int) -> None:
@@ -433,10 +443,23 @@ def _user(tracker: DialogueStateTracker, event: UserUttered, seq: int) -> None:
     head.followup = None
 
 
+def _bot(tracker: DialogueStateTracker, event: BotUttered, seq: int) -> None:
+    tracker._acc.append(seq)
+    tracker._head.bot = event
+
+
+def _slot(tracker: DialogueStateTracker, event: SlotSet, seq: int) -> None:
+    tracker._acc.append(seq)
+    tracker._folder.set_slot(tracker._head, event.key, event.value)
+
+
+# the frequent events get operations of their own, one call instead of two
 _OPERATIONS: dict[type[Any], _Operation] = {cls: _plain(HANDLERS.get(cls)) for cls in EVENT_TYPES}
 _OPERATIONS.update(
     {
         UserUttered: _user,
+        BotUttered: _bot,
+        SlotSet: _slot,
         ActionExecuted: DialogueStateTracker._update_action,
         ActionReverted: DialogueStateTracker._update_revert,
         UserUtteranceReverted: DialogueStateTracker._update_revert,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import click
 
+from events import record_decoder
 from streams.broker_cli import broker
 from streams.publish_cli import publish
 from streams.reminders_cli import reminders
@@ -34,7 +35,11 @@ from streams.worker_cli import worker
         "max_content_width": 100,
     }
 )
-@click.version_option(package_name="trackerflow", prog_name="trackerflow")
+@click.version_option(
+    package_name="trackerflow",
+    prog_name="trackerflow",
+    message=f"%(prog)s, version %(version)s (record decoder: {record_decoder()})",
+)
 def main() -> None:
     """trackerflow: Rasa-compatible dialogue event streams.
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from events import record_decoder
 from events.model import Event
 from processors.domain import Domain
 from processors.stream import REPLACE, Head
@@ -112,6 +113,7 @@ class WorkerService(ConversationService):
             "records": dict(self.worker.counts),
             "transactions": self.worker.transactions,
             "store": self.worker.settings.store,
+            "decoder": record_decoder(),
             "restored_records": self.worker.restored_records,
             "reminders": {
                 **self.worker.reminder_counts,

@@ -779,3 +779,19 @@ def test_json_kept_in_memory_costs_its_length_not_orjsons_working_buffer() -> No
     finally:
         tracemalloc.stop()
     assert per_record <= len(kept[-1]) + 100  # its length plus the bytes object's header
+
+
+def test_without_the_compiled_module_python_decodes_everything(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    from events import wire
+    from events.fast import native_decoder
+
+    monkeypatch.setitem(sys.modules, "events._native", None)  # as if it was never built
+    assert native_decoder(Record, wire.decode_record_python, 100) is None
+    monkeypatch.setattr(wire, "_NATIVE", None)
+    assert wire.record_decoder() == "python"
+    line = b'{"sender_id":"c","event":"action","timestamp":7,"name":"a"}'
+    assert wire.decode_record_python(line) == Record("c", ActionExecuted("a", timestamp=7))

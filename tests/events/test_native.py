@@ -1,0 +1,329 @@
+"""The compiled decoder (``events/native-decoder``) against the Python decoder, the reference.
+
+For every input the compiled decoder returns exactly the record the Python decoder returns (same
+classes, same value types, same key order) or None, and it must not return None for the
+ordinary records it exists for. CI requires it to be built (see ``test_it_is_built``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bench.generate import Plan, write
+from events import model as m
+from events import wire
+from events.errors import EventError
+from events.model import Event
+from events.wire import TAGS, Record, decode_record, dumps_rasa, encode_record
+from tests.strategies import events as any_events
+from tests.strategies import json_values, sender_ids
+
+SAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "samples" / "conversations.jsonl"
+NOW = 1_700_000_123.5
+NATIVE_TAGS = frozenset(
+    {
+        "user",
+        "user_featurization",
+        "bot",
+        "action",
+        "slot",
+        "reset_slots",
+        "restart",
+        "rewind",
+        "undo",
+        "pause",
+        "resume",
+        "followup",
+        "session_started",
+        "active_loop",
+        "loop_interrupted",
+        "action_execution_rejected",
+    }
+)
+FAST = None if wire._NATIVE is None else wire._NATIVE.decode
+ROOMY = settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+
+pytestmark = pytest.mark.skipif(
+    FAST is None and os.environ.get("CI") != "true",
+    reason="events._native is not built (no Rust toolchain when trackerflow was installed)",
+)
+
+
+def test_it_is_built() -> None:
+    assert FAST is not None, (
+        "events._native is not built: was a Rust toolchain (cargo) on PATH when `make setup` ran?"
+    )
+    assert wire.record_decoder() == "compiled"
+    assert decode_record is not wire.decode_record_python
+
+
+def test_decode_record_takes_the_python_arguments() -> None:
+    """Anything the compiled path does not take goes to the Python decoder, unchanged."""
+    line = b'{"sender_id":"c","event":"action","timestamp":0,"name":"a"}'
+    for data in (line, line.decode(), bytearray(line), orjson.loads(line)):
+        assert decode_record(data, now=5.0) == Record("c", m.ActionExecuted("a", timestamp=5.0))
+    assert decode_record(line).event.timestamp == 0.0
+    assert decode_record(line, conversation_id="c", max_bytes=len(line)).sender_id == "c"
+    with pytest.raises(EventError, match="over the limit of 10 bytes"):
+        decode_record(line, max_bytes=10)
+    with pytest.raises(EventError, match="differs from the record key"):
+        decode_record(line, conversation_id="d")
+    with pytest.raises(EventError, match="over the limit"):
+        decode_record(line, max_bytes=-1)
+    with pytest.raises(TypeError):
+        decode_record(line, 5.0)  # type: ignore[misc]
+
+
+def reference(data: bytes, key: str | None) -> Record | EventError:
+    try:
+        return wire.decode_record_python(data, now=NOW, conversation_id=key)
+    except EventError as error:
+        return error
+
+
+def check(data: bytes, key: str | None = None) -> Record | None:
+    """The compiled decoder's answer, after checking it against the reference."""
+    assert FAST is not None
+    expected = reference(data, key)
+    fast = FAST(data, NOW, key)
+    if fast is not None:
+        assert not isinstance(expected, EventError), f"compiled accepted, Python said {expected}"
+        assert type(fast) is Record and type(fast.event) is type(expected.event)
+        assert fast == expected
+        assert repr(fast) == repr(expected)  # int/float and key order too
+    # and through the public function, the compiled decoder's with the Python one behind it
+    try:
+        through = decode_record(data, now=NOW, conversation_id=key)
+    except EventError as error:
+        assert isinstance(expected, EventError) and str(error) == str(expected)
+    else:
+        assert repr(through) == repr(expected)
+    return fast
+
+
+def record_bytes(event: Event, sender_id: str) -> bytes:
+    return dumps_rasa(encode_record(event, sender_id))
+
+
+def test_sample_and_generated_logs_decode_compiled_and_equal() -> None:
+    lines = SAMPLE.read_bytes().splitlines()
+    generated = Path(os.environ.get("TMPDIR", "/tmp")) / f"native-check-{os.getpid()}.jsonl"
+    with generated.open("w") as out:
+        write(Plan(6000, seed=11), out)
+    try:
+        lines += generated.read_bytes().splitlines()
+    finally:
+        generated.unlink()
+    compiled = dict.fromkeys(NATIVE_TAGS, 0)
+    deferred = 0
+    for line in lines:
+        tag = orjson.loads(line)["event"]
+        if check(line) is None:
+            deferred += 1
+            assert tag not in NATIVE_TAGS, line
+        else:
+            compiled[tag] += 1
+    assert deferred / len(lines) < 0.05
+    common = {"user", "user_featurization", "bot", "action", "slot", "session_started"}
+    assert all(compiled[tag] > 0 for tag in common), compiled
+
+
+@ROOMY
+@given(any_events(), sender_ids())
+def test_every_written_event_decodes_equal(event: Event, sender_id: str) -> None:
+    fast = check(record_bytes(event, sender_id))
+    assert (fast is not None) == (event.TAG in NATIVE_TAGS)
+    assert check(record_bytes(event, sender_id), sender_id) is not None or fast is None
+
+
+KEYS = (
+    "sender_id",
+    "event",
+    "timestamp",
+    "metadata",
+    "name",
+    "policy",
+    "confidence",
+    "action_text",
+    "hide_rule_turn",
+    "text",
+    "data",
+    "value",
+    "use_text_for_featurization",
+    "parse_data",
+    "input_channel",
+    "message_id",
+    "is_interrupted",
+    "date_time",
+    "entities",
+    "extra",
+)
+ODD_VALUES = st.sampled_from(
+    [
+        0,
+        -0.0,
+        0.0,
+        1,
+        -1,
+        True,
+        False,
+        None,
+        "",
+        "x",
+        "é\n\u2028",
+        2**63,
+        -(2**63) - 1,
+        2**64,
+        1e308,
+        5e-324,
+        [],
+        {},
+        [{}],
+        {"intent": None, "entities": None},
+        {"entities": [1]},
+        {"intent": [], "entities": []},
+        {"intent": {"name": "x"}, "entities": [{"entity": "e"}], "text": "t"},
+    ]
+)
+RAW_TOKENS = st.sampled_from(
+    [b"1e400", b'"\\ud800"', b"18446744073709551616", b"[" * 200 + b"]" * 200, b"-0", b"1E2"]
+)
+"""JSON the two parsers may judge differently: out-of-range numbers, a lone surrogate, deep
+nesting. Written in place of a value, after serialising."""
+TAG_VALUES = st.sampled_from([*sorted(TAGS), "form", "form_validation", "topic", "nope", ""])
+
+
+@st.composite
+def mutated_records(draw: st.DrawFn) -> tuple[bytes, str | None]:
+    """A written record with some keys set to odd values, removed or retagged, then bytes
+    written with varying layout (sometimes a duplicate key)."""
+    sender = draw(sender_ids())
+    record: dict[str, Any] = encode_record(draw(any_events()), sender)
+    for _ in range(draw(st.integers(0, 3))):
+        key = draw(st.sampled_from(KEYS))
+        action = draw(st.sampled_from(["set", "drop", "tag"]))
+        if action == "drop":
+            record.pop(key, None)
+        elif action == "tag":
+            record["event"] = draw(TAG_VALUES)
+        else:
+            record[key] = draw(st.one_of(ODD_VALUES, json_values))
+    layout = draw(st.sampled_from(["compact", "spaced", "duplicate", "rasa"]))
+    if layout == "rasa":
+        data = dumps_rasa(record)
+    elif layout == "compact":
+        data = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
+    else:
+        data = json.dumps(record, indent=1 if layout == "spaced" else None).encode()
+    if layout == "duplicate" and len(record) > 1:
+        first = next(iter(record))
+        data = b"{" + json.dumps(first).encode() + b": null, " + data[1:]
+    data = data.replace(b'"@raw@"', draw(RAW_TOKENS))
+    key = draw(st.sampled_from([None, "", sender, sender + "-other"]))
+    return data, key
+
+
+@ROOMY
+@given(mutated_records())
+def test_mutated_records_decode_equal_or_defer(case: tuple[bytes, str | None]) -> None:
+    check(*case)
+
+
+@given(st.binary(max_size=40) | st.sampled_from([b"{}", b"[]", b'{"event": "action"}', b"\xff"]))
+def test_arbitrary_bytes_decode_equal_or_defer(data: bytes) -> None:
+    check(data)
+
+
+def test_timestamps_numbers_and_flags_keep_their_python_types() -> None:
+    line = b'{"sender_id":"c","event":"action","timestamp":%s,"name":"a","confidence":%s}'
+    for ts, confidence in [(b"7", b"1"), (b"7.0", b"1.0"), (b"0", b"null"), (b"-0.0", b"0")]:
+        fast = check(line % (ts, confidence))
+        assert fast is not None
+    assert check(line % (b"0", b"1")).event.timestamp == NOW  # type: ignore[union-attr]
+    assert check(b'{"sender_id":"c","event":"slot","name":"s","value":[1,{"a":2.5}]}') is not None
+    for value in (b'"x"', b"12", b"-1.5e3", b"true", b"false", b"null", b"18446744073709551615"):
+        check(b'{"sender_id":"c","event":"slot","name":"s","value":%s}' % value)
+
+
+def test_equal_metadata_data_and_names_are_shared() -> None:
+    assert FAST is not None
+
+    def decode(line: str) -> Any:
+        return FAST(line.encode(), NOW, None).event
+
+    action = '{"sender_id":"c","event":"action","metadata":{"m":%d},"name":"act","policy":"P"}'
+    first, second, other = decode(action % 1), decode(action % 1), decode(action % 2)
+    assert first.metadata is second.metadata and first.metadata is not other.metadata
+    assert first.action_name is second.action_name and first.policy is second.policy
+    bot = '{"sender_id":"c","event":"bot","text":"hi","data":{"buttons":null}}'
+    assert decode(bot).data is decode(bot).data
+    user = '{"sender_id":"c","event":"user","text":"hi","parse_data":{"intent":{}}}'
+    assert decode(user).parse_data is not decode(user).parse_data  # parses are never shared
+
+
+def test_threads_decode_concurrently() -> None:
+    lines = SAMPLE.read_bytes().splitlines()
+    expected = [reference(line, None) for line in lines]
+    failures: list[str] = []
+
+    def run() -> None:
+        for _ in range(3):
+            for line, want in zip(lines, expected, strict=True):
+                got = decode_record(line, now=NOW)
+                if repr(got) != repr(want):
+                    failures.append(repr(got))
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
+
+
+def test_the_decoder_checks_what_it_is_given() -> None:
+    native = importlib.import_module("events._native")
+    classes = {cls.__name__: cls for cls in m.EVENT_TYPES}
+    fallback, limit = wire.decode_record_python, 100
+    without_slot_set = {k: v for k, v in classes.items() if k != "SlotSet"}
+    with pytest.raises(ValueError, match="no class SlotSet"):
+        native.Decoder(without_slot_set, Record, fallback, limit)
+    with pytest.raises(ValueError, match="2-field named tuple"):
+        native.Decoder(classes, tuple, fallback, limit)
+    with pytest.raises(ValueError, match="not a slot"):
+        native.Decoder({**classes, "SlotSet": _NotSlotted}, Record, fallback, limit)
+
+
+class _NotSlotted:
+    timestamp = 0.0
+
+
+def test_keys_a_tag_does_not_read_still_count_as_json() -> None:
+    """Python parses the whole record with orjson, so a value orjson rejects under any key
+    rejects the record; the compiled decoder defers whatever key its tag does not read."""
+    written = {
+        "action": b'"name":"a"',
+        "slot": b'"name":"s","value":1',
+        "bot": b'"text":"hi"',
+        "session_started": b'"metadata":{}',
+    }
+    for tag, fields in written.items():
+        for key in KEYS[4:17]:
+            for token in (b"1e400", b'"\\ud800"'):
+                line = b'{"sender_id":"c","event":"%s",%s,"%s":%s}' % (
+                    tag.encode(),
+                    fields,
+                    key.encode(),
+                    token,
+                )
+                check(line)
