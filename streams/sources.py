@@ -22,9 +22,8 @@ import stat
 import sys
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from types import TracebackType
-from typing import BinaryIO, cast
+from typing import BinaryIO, NamedTuple, cast
 
 STDIN = "-"
 GZIP_MAGIC = b"\x1f\x8b"
@@ -36,8 +35,7 @@ class InputError(Exception):
     """An input file cannot be read: missing, unreadable, a directory, or broken compression."""
 
 
-@dataclass(frozen=True, slots=True)
-class Line:
+class Line(NamedTuple):
     """One line of input: its 1-based number, its bytes without the line break, and whether it
     was cut short because it is longer than the limit (then ``data`` is only its beginning)."""
 
@@ -101,30 +99,24 @@ class Source:
         limit = max_bytes + 2  # room for the content limit plus "\r\n"
         readline = self._stream.readline
         number = 0
-        while True:
-            chunk = self._read(readline, limit)
-            if not chunk:
-                return
-            number += 1
-            self._consumed += len(chunk)
-            if len(chunk) == limit and not chunk.endswith(b"\n"):
-                self._skip_rest_of_line(readline)
-                yield Line(number, chunk[:max_bytes], cut=True)
-                continue
-            yield Line(number, chunk.rstrip(b"\r\n"))
+        try:
+            while chunk := readline(limit):
+                number += 1
+                self._consumed += len(chunk)
+                if len(chunk) == limit and not chunk.endswith(b"\n"):
+                    self._skip_rest_of_line(readline)
+                    yield Line(number, chunk[:max_bytes], cut=True)
+                    continue
+                yield Line(number, chunk.rstrip(b"\r\n"))
+        except (OSError, EOFError, zlib.error) as exc:
+            raise InputError(f"cannot read {self.name!r}: {_describe(exc)}") from exc
 
     def _skip_rest_of_line(self, readline: _ReadLine) -> None:
         while True:
-            rest = self._read(readline, _CHUNK)
+            rest = readline(_CHUNK)
             self._consumed += len(rest)
             if not rest or rest.endswith(b"\n"):
                 return
-
-    def _read(self, readline: _ReadLine, limit: int) -> bytes:
-        try:
-            return readline(limit)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise InputError(f"cannot read {self.name!r}: {_describe(exc)}") from exc
 
     def close(self) -> None:
         """Close the file (standard input is left open)."""

@@ -390,6 +390,10 @@ impl Kind {
                 let slot = (obj as *mut u8).offset(*offset) as *mut *mut ffi::PyObject;
                 *slot = value.into_ptr();
             }
+            // An event refers only to JSON values, names and numbers, never back to itself or to
+            // anything that could refer to it: it can be in no reference cycle, so the cyclic
+            // garbage collector need not walk it (CPython untracks such tuples and dicts too).
+            ffi::PyObject_GC_UnTrack(obj.cast());
             Ok(Bound::from_owned_ptr(py, obj))
         }
     }
