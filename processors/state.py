@@ -16,7 +16,7 @@ Rules of this module:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from events.model import (
     ACTION_LISTEN,
@@ -65,6 +65,9 @@ Frozen = tuple[
     int,
 ]
 """A head's state and the applied position it was taken at (one tuple per snapshot)."""
+
+AT: Final = 7
+"""Where in a ``Frozen`` snapshot its applied position is."""
 
 
 def empty_bot() -> BotUttered:

@@ -51,7 +51,7 @@ from processors.applied import (
 )
 from processors.domain import Domain
 from processors.queries import Dialogue, TrackerQueries
-from processors.state import HANDLERS, Folder, Frozen, Head
+from processors.state import AT, HANDLERS, Folder, Frozen, Head
 
 MAX_SNAPSHOTS = 64
 
@@ -187,8 +187,8 @@ class DialogueStateTracker(TrackerQueries):
         start, head = 0, None
         if not revert or self._feats is not None:
             for snap in reversed(self._snaps):
-                if snap[7] <= position and not self._tainted(snap):
-                    start, head = snap[7], Head.thaw(snap)
+                if snap[AT] <= position and not self._tainted(snap):
+                    start, head = snap[AT], Head.thaw(snap)
                     break
         if head is None:
             head = Head()
@@ -229,7 +229,7 @@ class DialogueStateTracker(TrackerQueries):
 
     def _drop_snapshots_after(self, position: int) -> None:
         snaps = self._snaps
-        while snaps and snaps[-1][7] > position:
+        while snaps and snaps[-1][AT] > position:
             snaps.pop()
 
     def _update_windowed(self, event: Event, seq: int) -> None:

@@ -343,3 +343,11 @@ def test_events_stay_out_of_the_cyclic_collector() -> None:
     del records, record
     gc.collect()
     assert len(gc.get_objects()) <= before + 10  # their tracked parts are gone with them
+
+
+def test_long_metadata_is_not_kept_for_sharing() -> None:
+    """The caches' memory stays bounded: metadata past 2 KiB of JSON is never shared."""
+    assert FAST is not None
+    big = '{"sender_id":"c","event":"action","name":"a","metadata":{"k":"%s"}}' % ("x" * 3000)
+    first, second = FAST(big.encode(), NOW, None), FAST(big.encode(), NOW, None)
+    assert first == second and first.event.metadata is not second.event.metadata

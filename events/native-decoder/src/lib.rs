@@ -182,6 +182,10 @@ const CACHE_LIMIT: usize = 4096;
 /// Names and bot texts longer than this are not shared (they would not repeat).
 const LONG_NAME: usize = 256;
 
+/// Metadata and bot data longer than this (as JSON) are not shared: the cache holds at most
+/// `CACHE_LIMIT` of them.
+const LONG_OBJECT: usize = 2048;
+
 /// String values up to this length inside JSON objects are shared (longer ones rarely repeat).
 const SHORT_TEXT: usize = 24;
 
@@ -546,9 +550,11 @@ impl Pass<'_> {
         self.any(py, text)
     }
 
-    /// An object or null, equal objects shared (`metadata`, bot `data`).
+    /// An object or null, equal objects shared (`metadata`, bot `data`) unless longer than
+    /// `LONG_OBJECT` bytes of JSON (the cache's memory stays bounded).
     fn shared_object<'py>(&mut self, py: Python<'py>, raw: Raw<'_>) -> Option<Bound<'py, PyAny>> {
-        let Some(text) = raw.text().filter(|t| t.starts_with('{')) else {
+        let shareable = |text: &&str| text.starts_with('{') && text.len() <= LONG_OBJECT;
+        let Some(text) = raw.text().filter(shareable) else {
             return self.object(py, raw);
         };
         if let Some(shared) = self
