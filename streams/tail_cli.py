@@ -66,7 +66,7 @@ def tail(
         raise click.ClickException(str(error)) from None
     topic = getattr(Topics.from_settings(settings), stream)
     try:
-        with connection_failures() as failures:
+        with connection_failures(settings) as failures:
             consumer = KafkaConsumer(
                 topic,
                 auto_offset_reset="earliest" if from_beginning else "latest",

@@ -178,7 +178,7 @@ def ensure_topics(
     if not any(_accepts_connections(server) for server in settings.bootstrap_list):
         raise TopicsError(f"cannot reach {where}: no broker accepts connections", retryable=True)
     try:
-        with connection_failures() as failures:
+        with connection_failures(settings) as failures:
             admin = KafkaAdminClient(
                 **kafka_client_config(settings),
                 request_timeout_ms=timeout_ms,
@@ -273,9 +273,10 @@ class ConnectionFailures(logging.Handler):
     only "Unable to bootstrap" when it gives up, whatever the reason: refused credentials,
     an untrusted certificate, ...)."""
 
-    def __init__(self) -> None:
+    def __init__(self, sasl: bool = False) -> None:
         super().__init__(logging.WARNING)
         self.reasons: list[str] = []
+        self.sasl = sasl  # the client logs in with SASL
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
@@ -297,14 +298,23 @@ class ConnectionFailures(logging.Handler):
             shown, hint = refused[-1], "; check the SASL user name and password"
         else:
             shown, hint = self.reasons[-1], ""
+            if self.sasl and "disconnected" in shown:
+                # a broker refusing a SASL login closes the connection, and kafka-python may
+                # see the close before it reads the refusal (seen with SASL_SSL)
+                hint = (
+                    "; the broker closed the connection, as it does when it refuses a SASL "
+                    "login: check the SASL user name and password"
+                )
         return f" ({shown.partition(' (backoff')[0]}{hint})"
 
 
 @contextlib.contextmanager
-def connection_failures() -> Iterator[ConnectionFailures]:
+def connection_failures(settings: Settings | None = None) -> Iterator[ConnectionFailures]:
     """Collect kafka-python's connection failure reasons while the block runs (also when its
-    logging was silenced: then they are collected, still not shown)."""
-    handler = ConnectionFailures()
+    logging was silenced: then they are collected, still not shown); ``settings`` tell whether
+    the client logs in with SASL."""
+    sasl = settings is not None and settings.security_protocol.startswith("SASL_")
+    handler = ConnectionFailures(sasl)
     logger = logging.getLogger("kafka")
     level, propagate = logger.level, logger.propagate
     if logger.getEffectiveLevel() > logging.WARNING:

@@ -330,19 +330,28 @@ def test_keys_a_tag_does_not_read_still_count_as_json() -> None:
 
 
 def test_events_stay_out_of_the_cyclic_collector() -> None:
-    """They can be in no reference cycle, so the collector need not walk them (a run keeps
-    millions); dropping them still frees them."""
+    """An event can be in no reference cycle, so the collector need not walk it (a run keeps
+    millions); reference counting still frees it and what it holds."""
     import gc
+    import tracemalloc
 
-    line = b'{"sender_id":"c","event":"user","text":"hi","parse_data":{"entities":[{"e":1}]}}'
-    record = decode_record(line)
-    assert not gc.is_tracked(record.event)
-    assert gc.is_tracked(record.event.entities)  # its JSON containers are the usual objects
-    before = len(gc.get_objects())
-    records = [decode_record(line) for _ in range(2000)]
-    del records, record
-    gc.collect()
-    assert len(gc.get_objects()) <= before + 10  # their tracked parts are gone with them
+    line = (
+        b'{"sender_id":"c","event":"user","text":"hi","parse_data":{"intent":{"name":"x"},'
+        b'"entities":[{"e":1}],"intent_ranking":[{"name":"x"}]}}'
+    )
+    event = decode_record(line).event
+    assert not gc.is_tracked(event)
+    assert gc.is_tracked(event.entities)  # its JSON containers are the usual objects
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        records = [decode_record(line) for _ in range(2000)]
+        kept = tracemalloc.get_traced_memory()[0] - before
+        del records
+        freed = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept > 2000 * 300 and freed < kept / 20
 
 
 def test_long_metadata_is_not_kept_for_sharing() -> None:

@@ -307,9 +307,12 @@ def test_bad_credentials_fail_with_a_clear_error(
     env = secured.env(protocol, TRACKERFLOW_TOPIC_PREFIX=f"sec{uuid.uuid4().hex[:8]}", **change)
     line = b'{"sender_id": "c1", "event": "pause", "timestamp": 1.0}\n'
     published = trackerflow("publish", "-", env=env, stdin=line)
-    assert published.returncode != 0
-    assert says in published.stderr and "Traceback" not in published.stderr
+    assert published.returncode != 0 and "Traceback" not in published.stderr
     assert "check the SASL user name and password" in published.stderr
+    # kafka-python reads the refusal, or (over TLS, now and then) only the closed connection
+    assert says in published.stderr or (
+        protocol == "SASL_SSL" and "the broker closed the connection" in published.stderr
+    )
     if protocol != "SASL_PLAINTEXT":
         return  # each attempt waits for kafka-python's bootstrap timeout: tail once only
     tailed = trackerflow("tail", "events", "--idle", "1", env=env)

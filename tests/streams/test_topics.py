@@ -183,3 +183,25 @@ def test_an_unreachable_broker_fails_fast() -> None:
         ensure_topics(load_settings(bootstrap_servers=f"127.0.0.1:{port}"))
     assert caught.value.retryable
     assert time.monotonic() - started < 10
+
+
+def test_a_closed_sasl_connection_is_explained() -> None:
+    """kafka-python sometimes logs only the closed connection when a broker refuses a SASL
+    login over TLS; the explanation then says what that usually means."""
+    import logging
+
+    from streams.topics import ConnectionFailures
+
+    def failures(sasl: bool, *reasons: str) -> ConnectionFailures:
+        handler = ConnectionFailures(sasl)
+        for reason in reasons:
+            handler.emit(logging.makeLogRecord({"name": "kafka.net.manager", "msg": reason}))
+        return handler
+
+    closed = "Bootstrap connection to bootstrap-0 failed: KafkaConnectionError: socket disconnected"
+    refused = "Bootstrap connection to bootstrap-0 failed: Authentication failed: bad password"
+    assert "the broker closed the connection" in failures(True, closed).explain()
+    assert "check the SASL" not in failures(False, closed).explain()
+    both = failures(True, closed, refused)
+    assert both.authentication and "bad password; check the SASL" in both.explain()
+    assert failures(True).explain() == ""
