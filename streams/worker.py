@@ -338,9 +338,9 @@ class Worker:
         self.settings = settings
         self.domain = domain
         self.topics = Topics.from_settings(settings)
-        self.heads_changelog, self.history_changelog = changelog_topics(settings)
-        # changelog topic -> its table
-        self.tables = dict(zip(changelog_topics(settings), TABLES, strict=True))
+        changelogs = changelog_topics(settings)
+        self.heads_changelog, self.history_changelog = changelogs
+        self.tables = dict(zip(changelogs, TABLES, strict=True))  # changelog topic -> its table
         self.url = f"http://{settings.web_host}:{settings.web_port}"
         self.assignor = OwnerAssignor(self.url, self.topics.events)
         self.partitions: dict[int, Partition] = {}

@@ -2,7 +2,8 @@
 
 For every input the compiled decoder returns exactly the record the Python decoder returns (same
 classes, same value types, same key order) or None, and it must not return None for the
-ordinary records it exists for. CI requires it to be built (see ``test_it_is_built``).
+ordinary records it exists for. The test suite requires it to be built (``test_it_is_built``
+says so when it is not).
 """
 
 from __future__ import annotations
@@ -52,12 +53,6 @@ NATIVE_TAGS = frozenset(
 )
 FAST = None if wire._NATIVE is None else wire._NATIVE.decode
 ROOMY = settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
-
-pytestmark = pytest.mark.skipif(
-    FAST is None and os.environ.get("CI") != "true",
-    reason="events._native is not built (no Rust toolchain when trackerflow was installed)",
-)
-
 
 def test_it_is_built() -> None:
     assert FAST is not None, (

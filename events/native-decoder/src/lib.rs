@@ -434,6 +434,8 @@ struct Decoder {
     /// `events.wire.decode_record_python`, for whatever this decoder defers.
     fallback: Py<PyAny>,
     default_max_bytes: usize,
+    /// The `now` of a call without one (made once, not per record).
+    zero: Py<PyAny>,
 }
 
 /// Defer: return `Ok(None)` when a reader could not judge the value.
@@ -777,6 +779,7 @@ impl Decoder {
             caches: Mutex::new(Caches::default()),
             fallback,
             default_max_bytes,
+            zero: 0.0f64.into_pyobject(record.py())?.into_any().unbind(),
         })
     }
 
@@ -808,7 +811,7 @@ impl Decoder {
             if raw.len() <= limit {
                 let stamp = match &now {
                     Some(now) if !now.is_none() => now.clone(),
-                    _ => 0.0f64.into_pyobject(py)?.into_any(),
+                    _ => self.zero.bind(py).clone(),
                 };
                 if let Some(record) = self.decode(py, raw, stamp, key)? {
                     return Ok(record);
