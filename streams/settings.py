@@ -169,6 +169,18 @@ class Settings(BaseSettings):
         "partition (a batch is what has arrived, so a quiet stream commits record by record)",
     )
 
+    partitions_per_transaction: int = Field(
+        1,
+        ge=1,
+        le=10_000,
+        description="events partitions that share one transactional producer and commit "
+        "their batches in one transaction (partitions p with the same p // N; a worker owns "
+        "them as one). 1: every partition commits alone and as many workers as partitions "
+        "share the load. More: fewer, larger transactions (less broker work and lower "
+        "latency under load), at most partitions / N workers with work. Every worker of a "
+        "group must use the same value",
+    )
+
     @field_validator("bootstrap_servers")
     @classmethod
     def _check_bootstrap(cls, value: str) -> str:

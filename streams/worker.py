@@ -6,21 +6,25 @@ How exactly-once works (proven by the kill -9 and rebalance tests in tests/strea
   and the internal re-keyed topic. Both have the same partitions, and the range assignor gives
   partition ``p`` of both to one worker, so every conversation has one owner.
 * State partition ``p`` (heads and history, ``processors.stream.StreamFolder`` over dicts) is
-  backed by partition ``p`` of two compacted changelog topics. Each owned partition has its own
-  transactional producer, ``transactional.id = <app_id>-<p>``. A batch of records of partition
-  ``p`` is folded, and in ONE transaction of that producer go: the changed heads and the new
-  history records (changelogs), the signals, the dead letters, the re-keyed copies, and the
-  partition's new read positions (``POSITIONS_KEY`` in the heads changelog). They commit together
-  or not at all.
-* On assignment the worker starts the partition's producer first. Its ``InitProducerId`` fences
+  backed by partition ``p`` of two compacted changelog topics.
+* Partitions are grouped in shards of ``partitions_per_transaction`` (partition ``p`` is in
+  shard ``p // N``); the assignor (``OwnerAssignor``) gives a shard to one worker as a whole.
+  Each owned shard has its own transactional producer with a fixed ``transactional.id``
+  (``<app_id>-<p>`` for a shard of one partition, ``<app_id>-<first>-<last>`` otherwise). The
+  records waiting in the shard's partitions are folded, and in ONE transaction of that producer
+  go: the changed heads and the new history records (changelogs), the signals, the dead letters,
+  the re-keyed copies, and each partition's new read positions (``POSITIONS_KEY`` in its heads
+  changelog partition). They commit together or not at all. More partitions per transaction
+  means fewer transactions for the same records, which is what a broker pays for under load.
+* On assignment the worker starts the shard's producer first. Its ``InitProducerId`` fences
   any earlier owner (a zombie, or the process killed a moment ago) and aborts its open
   transaction. Only then does it read the changelog partitions (``read_committed``, up to the
   last stable offset) into memory, positions included, and seek to those positions. State and
   position are therefore always from the same committed transactions.
 * Each head also stores the last applied offset per source partition, so a record delivered
   again (an offset commit that lost a race with a rebalance) is skipped, never applied twice.
-* If a transaction fails, the partition is rolled back: its state is re-read from the changelog
-  and the consumer seeks back to the positions in it.
+* If a transaction fails, the shard is rolled back: its partitions' state is re-read from the
+  changelogs and the consumer seeks back to the positions in them.
 * The positions are not the consumer group's offsets: committing those in a transaction costs two
   more round trips and a write to ``__consumer_offsets`` (and its markers) per transaction, which
   halved the transactions a broker core sustains. The group's offsets are still committed every
@@ -84,6 +88,16 @@ HELD_RECHECK_S = 0.2
 # The heads changelog key of a partition's read positions ({source topic: next offset}). Not
 # UTF-8, so no conversation id (a UTF-8 string) can ever have it.
 POSITIONS_KEY = b"\xfftrackerflow.positions"
+# Fetching. A fetch that the broker answers as soon as one record arrives costs a request and
+# a response per few records under a steady load: at 1,000 events/s that was hundreds of fetches
+# a second, a third of the worker's CPU and a large share of the broker's. So a fetch waits up
+# to FETCH_WAIT_MS for FETCH_MIN_BYTES (more than arrives in that time at such loads): records
+# wait at most that long, mostly while the previous batch's transaction is still committing.
+# (The wait must stay short: partitions with unread buffered records sit out the next fetch,
+# and a long broker-side wait on it would delay them; aiokafka's default 500 ms showed up as
+# p99 latency.)
+FETCH_WAIT_MS = 5
+FETCH_MIN_BYTES = 256 * 1024
 LAG_COMMIT_S = 5.0  # how often the group's offsets are committed for lag monitoring
 # A partition's next transaction cannot add partitions while the broker still writes the markers
 # of its last one (CONCURRENT_TRANSACTIONS, a few ms here). aiokafka then waits a fixed 20 ms
@@ -101,18 +115,25 @@ def partition_for(key: bytes, partitions: int) -> int:
 
 
 class OwnerAssignor(RangePartitionAssignor):  # type: ignore[misc]
-    """Kafka's range assignment, plus which worker URL owns which partition (for routing).
+    """Kafka's range assignment over groups of partitions, plus which worker URL owns which
+    partition (for routing).
 
-    Each member sends its HTTP URL in its subscription; the group leader sends the complete
-    partition -> URL map back to every member with its assignment.
+    Partition ``p`` of every subscribed topic is in group ``p // group_size``, and a group goes
+    to one member as a whole (the partitions of a group share a transactional producer, see
+    ``partitions_per_transaction``). Groups are laid out in order and split like Kafka's range
+    assignor splits partitions (members in id order, the first ones get one more), so a group
+    size of 1 is exactly the range assignment. Each member sends its HTTP URL in its
+    subscription; the group leader sends the complete partition -> URL map back to every
+    member with its assignment.
     """
 
     name = "trackerflow-range"
     version = 0
 
-    def __init__(self, url: str, topic: str) -> None:
+    def __init__(self, url: str, topic: str, group_size: int = 1) -> None:
         self.url = url
         self.topic = topic
+        self.group_size = group_size
         self.owners: dict[int, str] = {}
 
     def metadata(self, topics: Iterable[str]) -> ConsumerProtocolMemberMetadata:
@@ -123,17 +144,33 @@ class OwnerAssignor(RangePartitionAssignor):  # type: ignore[misc]
     def assign(
         self, cluster: Any, members: Mapping[str, ConsumerProtocolMemberMetadata]
     ) -> dict[str, ConsumerProtocolMemberAssignment]:
-        assignments = RangePartitionAssignor.assign(cluster, members)
+        size = self.group_size
+        consumers: dict[str, list[str]] = defaultdict(list)  # topic -> its members, in id order
+        for member in sorted(members):
+            for topic in members[member].subscription:
+                consumers[topic].append(member)
+        assigned: dict[str, list[tuple[str, list[int]]]] = {member: [] for member in members}
+        for topic, subscribed in sorted(consumers.items()):
+            partitions = sorted(cluster.partitions_for_topic(topic) or ())
+            groups = sorted({p // size for p in partitions})
+            each, extra = divmod(len(groups), len(subscribed))
+            start = 0
+            for i, member in enumerate(subscribed):
+                mine = set(groups[start : start + each + (i < extra)])
+                start += each + (i < extra)
+                taken = [p for p in partitions if p // size in mine]
+                if taken:
+                    assigned[member].append((topic, taken))
         owners: dict[str, str] = {}
-        for member, assignment in assignments.items():
+        for member, assignment in assigned.items():
             url = _url_of(members[member].user_data)
-            for topic, partitions in assignment.assignment:
+            for topic, partitions in assignment:
                 if topic == self.topic:
                     owners.update((str(p), url) for p in partitions)
         shared = orjson.dumps(owners)
         return {
-            member: ConsumerProtocolMemberAssignment(self.version, a.assignment, shared)
-            for member, a in assignments.items()
+            member: ConsumerProtocolMemberAssignment(self.version, assignment, shared)
+            for member, assignment in assigned.items()
         }
 
     def on_assignment(self, assignment: ConsumerProtocolMemberAssignment) -> None:
@@ -153,23 +190,48 @@ def _url_of(user_data: bytes | None) -> str:
 
 
 @dataclass
+class Shard:
+    """Owned partitions that commit together: one transactional producer, one transaction per
+    batch (``partitions_per_transaction`` of them; a worker owns them as one)."""
+
+    number: int
+    producer: AIOKafkaProducer | None = None
+    parts: dict[int, Partition] = field(default_factory=dict)
+    # set when any of its partitions has records waiting
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    closing: bool = False
+    failed: BaseException | None = None
+    task: asyncio.Task[None] | None = None
+
+    def next_wake(self, now: float) -> float | None:
+        """Seconds until a partition's reminder is due (or a held one is looked at again);
+        None if none is pending."""
+        waits = [
+            HELD_RECHECK_S if part.held else max(0.0, due - now)
+            for part in self.parts.values()
+            if (due := part.next_due()) is not None
+        ]
+        return min(waits, default=None)
+
+    def anything_due(self, now: float) -> bool:
+        return any((due := p.next_due()) is not None and due <= now for p in self.parts.values())
+
+
+@dataclass
 class Partition:
-    """One owned state partition: its stores, folder, producer and committed positions."""
+    """One owned state partition: its stores, folder and committed positions."""
 
     number: int
     state: PartitionState
     folder: StreamFolder
-    producer: AIOKafkaProducer | None = None
+    shard: Shard | None = None
     committed: dict[TopicPartition, int] = field(default_factory=dict)
     # the read positions restored from the heads changelog, by source topic
     restored: dict[str, int] = field(default_factory=dict)
     # fetched records waiting for the partition's next transaction, in order per topic partition
     pending: dict[TopicPartition, list[Any]] = field(default_factory=dict)
     waiting: int = 0
-    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
-    closing: bool = False
-    failed: BaseException | None = None
-    task: asyncio.Task[None] | None = None
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)  # its shard's
     # the next offset to hand on per topic partition: a fetch started before the worker's seek
     # repeats records (the heads' offsets would skip them; this drops them before decoding)
     next_offset: dict[TopicPartition, int] = field(default_factory=dict)
@@ -342,8 +404,10 @@ class Worker:
         self.heads_changelog, self.history_changelog = changelogs
         self.tables = dict(zip(changelogs, TABLES, strict=True))  # changelog topic -> its table
         self.url = f"http://{settings.web_host}:{settings.web_port}"
-        self.assignor = OwnerAssignor(self.url, self.topics.events)
+        self.group_size = settings.partitions_per_transaction
+        self.assignor = OwnerAssignor(self.url, self.topics.events, self.group_size)
         self.partitions: dict[int, Partition] = {}
+        self.shards: dict[int, Shard] = {}
         self.counts = {"folded": 0, "skipped": 0, "rekeyed": 0, "replaced": 0, "dead": 0}
         self.reminder_counts = {"fired": 0, "missed": 0}
         self.transactions = 0  # committed
@@ -383,6 +447,13 @@ class Worker:
     def pending_reminders(self) -> int:
         return sum(len(part.indexed) for part in self.partitions.values())
 
+    def producers(self) -> dict[str, list[int]]:
+        """The transactional id of each shard this worker owns, with its partitions."""
+        return {
+            self.transactional_id(number): sorted(shard.parts)
+            for number, shard in sorted(self.shards.items())
+        }
+
     def local_conversations(self) -> list[str]:
         """The ids of the conversations in this worker's partitions, sorted."""
         return sorted(c for part in self.partitions.values() for c in part.heads)
@@ -403,9 +474,10 @@ class Worker:
             session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000,
             max_poll_interval_ms=300_000,
-            # partitions with unread buffered records sit out the next fetch; a long broker-side
-            # wait on that fetch would delay them (the default 500 ms shows up as p99 latency)
-            fetch_max_wait_ms=20,
+            # a fetch waits at the broker until FETCH_MIN_BYTES have come or FETCH_WAIT_MS
+            # have passed (see there)
+            fetch_max_wait_ms=FETCH_WAIT_MS,
+            fetch_min_bytes=FETCH_MIN_BYTES,
             **config,
         )
         self._consumer = consumer
@@ -441,7 +513,7 @@ class Worker:
                 await self._lag_task
             async with self._lock:
                 closed = list(self.partitions.values())
-                await self._close_partitions(list(self.partitions))
+                await self._close_shards(list(self.shards))
                 await self._commit_lag(consumer, closed)  # their final positions
             await consumer.stop()
             if self._state_lock is not None:
@@ -484,22 +556,23 @@ class Worker:
             await asyncio.sleep(0.1)
         raise KafkaError(f"topic {topic!r} does not exist (create it with the worker's settings)")
 
-    # -- batches: the main loop fetches, each partition's task folds and commits --------------
+    # -- batches: the main loop fetches, each shard's task folds and commits ------------------
 
     async def _dispatch(self, batches: Mapping[TopicPartition, list[Any]]) -> None:
         for tp, messages in batches.items():
             owned = self.partitions.get(tp.partition)
-            if owned is None or owned.closing or owned.failed is not None:
+            shard = None if owned is None else owned.shard
+            if owned is None or shard is None or shard.closing or shard.failed is not None:
                 self._rewind(tp, messages)  # not (or no longer) ours: never skip past them
             else:
                 owned.put(tp, messages)
-        for number in [n for n, part in self.partitions.items() if part.failed is not None]:
+        for shard in [s for s in self.shards.values() if s.failed is not None]:
             log.error(
-                "transaction of partition %d failed (%s); rolling back",
-                number,
-                self.partitions[number].failed,
+                "transaction of partitions %s failed (%s); rolling back",
+                sorted(shard.parts),
+                shard.failed,
             )
-            await self._roll_back(number)
+            await self._roll_back(shard.number)
 
     def _rewind(self, tp: TopicPartition, messages: list[Any]) -> None:
         assert self._consumer is not None
@@ -510,35 +583,38 @@ class Worker:
         """The most records waiting in a working partition (a failed one is rolled back by the
         next dispatch, so it must not hold the fetching up)."""
         return max(
-            (part.waiting for part in self.partitions.values() if part.failed is None), default=0
+            (
+                part.waiting
+                for part in self.partitions.values()
+                if part.shard is not None and part.shard.failed is None
+            ),
+            default=0,
         )
 
-    async def _pipeline(self, owned: Partition) -> None:
-        """Fold and commit the partition's waiting records and fire its due reminders, one
+    async def _pipeline(self, shard: Shard) -> None:
+        """Fold and commit the shard's waiting records and fire its due reminders, one
         transaction at a time."""
         limit = self.settings.max_batch_records
         while True:
-            due = owned.next_due()
-            if due is None:
-                await owned.wakeup.wait()
+            wait = shard.next_wake(time.time())
+            if wait is None:
+                await shard.wakeup.wait()
             else:
                 # a held reminder: look again when records come, or shortly (catching up)
-                wait = HELD_RECHECK_S if owned.held else max(0.0, due - time.time())
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(owned.wakeup.wait(), wait)
-            owned.wakeup.clear()
-            if owned.closing:
+                    await asyncio.wait_for(shard.wakeup.wait(), wait)
+            shard.wakeup.clear()
+            if shard.closing:
                 return
-            parts = owned.take(limit)
-            if owned.waiting:
-                owned.wakeup.set()
-            due = owned.next_due()
-            if not parts and (due is None or due > time.time()):
+            work = [(part, part.take(limit)) for part in shard.parts.values()]
+            if any(part.waiting for part in shard.parts.values()):
+                shard.wakeup.set()
+            if not any(parts for _, parts in work) and not shard.anything_due(time.time()):
                 continue
             try:
-                await self._transact(owned, parts)
+                await self._transact(shard, work)
             except Exception as error:
-                owned.failed = error
+                shard.failed = error
                 return
 
     async def _unread(self, owned: Partition) -> set[str] | None:
@@ -612,9 +688,53 @@ class Worker:
         owned.held = bool(owned.due) and owned.due[0][0] <= now
 
     async def _transact(
-        self, owned: Partition, parts: list[tuple[TopicPartition, list[Any]]]
+        self, shard: Shard, work: list[tuple[Partition, list[tuple[TopicPartition, list[Any]]]]]
     ) -> None:
+        """Fold each partition's taken records, fire its due reminders, and commit all of it in
+        one transaction of the shard's producer (with each partition's changed state and new
+        read positions)."""
         outbox = Outbox()
+        written: list[tuple[Partition, dict[TopicPartition, int]]] = []
+        for owned, parts in work:
+            offsets = await self._fold_partition(owned, parts, outbox)
+            if offsets is not None:
+                written.append((owned, offsets))
+        if not written and not outbox.records:
+            return  # held reminders, still held: nothing to commit
+        producer = shard.producer
+        assert producer is not None
+        await producer.begin_transaction()
+        try:
+            sent = await outbox.send(producer)
+            await producer.commit_transaction()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await producer.abort_transaction()
+            raise
+        own: dict[int, list[tuple[int, bytes | None]]] = defaultdict(list)
+        changelogs = self.tables
+        ends: dict[int, dict[str, int]] = defaultdict(dict)  # partition -> table -> end
+        for batch in sent:
+            # raises if a record was not written (the commit would have too)
+            first = batch.future.result().offset
+            if batch.topic == self.topics.events and batch.partition in shard.parts:
+                own[batch.partition] += [(first + i, key) for i, key in enumerate(batch.keys)]
+            elif batch.topic in changelogs:  # the transaction's marker follows its records
+                table, tables = changelogs[batch.topic], ends[batch.partition]
+                tables[table] = max(tables.get(table, 0), first + len(batch.keys))
+        for owned, offsets in written:
+            owned.wrote(own.get(owned.number, []))
+            owned.committed.update(offsets)
+            positions = {tp.topic: offset for tp, offset in owned.committed.items()}
+            owned.state.persist(ends.get(owned.number, {}), positions)
+        self.transactions += 1
+        gc.freeze()  # see GC_FULL_COLLECTION_S
+
+    async def _fold_partition(
+        self, owned: Partition, parts: list[tuple[TopicPartition, list[Any]]], outbox: Outbox
+    ) -> dict[TopicPartition, int] | None:
+        """Fold the partition's records and fire its due reminders into ``outbox``, with its
+        changed state and new read positions; the positions (None: nothing changed)."""
         offsets: dict[TopicPartition, int] = {}
         folder, counts = owned.folder, self.counts
         for tp, messages in parts:
@@ -635,8 +755,8 @@ class Worker:
             offsets[tp] = messages[-1].offset + 1
         await self._fire_due(owned, outbox)
         changed = folder.flush()
-        if not parts and not changed and not outbox.records:
-            return  # a held reminder, still held: nothing to commit
+        if not parts and not changed:
+            return None
         owned.index(changed)
         number = owned.number
         for key, value in owned.heads.drain():
@@ -646,32 +766,7 @@ class Worker:
         if offsets:
             positions = {tp.topic: offset for tp, offset in (owned.committed | offsets).items()}
             outbox.add(self.heads_changelog, number, POSITIONS_KEY, dumps(positions))
-        producer = owned.producer
-        assert producer is not None
-        await producer.begin_transaction()
-        try:
-            sent = await outbox.send(producer)
-            await producer.commit_transaction()
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await producer.abort_transaction()
-            raise
-        own: list[tuple[int, bytes | None]] = []
-        changelogs = self.tables
-        ends: dict[str, int] = {}
-        for batch in sent:
-            # raises if a record was not written (the commit would have too)
-            first = batch.future.result().offset
-            if batch.topic == self.topics.events and batch.partition == number:
-                own += [(first + i, key) for i, key in enumerate(batch.keys)]
-            elif batch.topic in changelogs:  # the transaction's marker follows its records
-                table = changelogs[batch.topic]
-                ends[table] = max(ends.get(table, 0), first + len(batch.keys))
-        owned.wrote(own)
-        owned.committed.update(offsets)
-        owned.state.persist(ends, {tp.topic: offset for tp, offset in owned.committed.items()})
-        self.transactions += 1
-        gc.freeze()  # see GC_FULL_COLLECTION_S
+        return offsets
 
     def _fold(self, folder: StreamFolder, record: Inbound) -> Outcome:
         try:
@@ -725,42 +820,69 @@ class Worker:
 
     async def _take(self, tps: Iterable[TopicPartition]) -> None:
         numbers = sorted({tp.partition for tp in tps} - set(self.partitions))
+        # a shard is taken whole: one already open that gains a partition is taken again
+        again = sorted({self.shard_of(n) for n in numbers} & set(self.shards))
+        if again:
+            numbers = sorted({*numbers, *(n for s in again for n in self.shards[s].parts)})
+            await self._close_shards(again)
         started, restored = time.monotonic(), self.restored_records
-        opened: dict[int, Partition] = {}
+        opened: dict[int, Shard] = {}
         try:
             for number in numbers:
-                opened[number] = await self._open(number)
-            await self._restore(list(opened.values()))
-            for part in opened.values():
+                which = self.shard_of(number)
+                if which not in opened:
+                    opened[which] = await self._open(which)
+                opened[which].parts[number] = self._partition(number, opened[which])
+            parts = [part for shard in opened.values() for part in shard.parts.values()]
+            await self._restore(parts)
+            for part in parts:
                 await self._seek_position(part)
         except BaseException:
-            for part in opened.values():
-                if part.producer is not None:
+            for shard in opened.values():
+                if shard.producer is not None:
                     with contextlib.suppress(Exception):
-                        await part.producer.stop()
-                part.state.close()
+                        await shard.producer.stop()
+                for part in shard.parts.values():
+                    part.state.close()
             raise
-        for part in opened.values():
-            part.index_all()
-        self.partitions.update(opened)
+        for shard in opened.values():
+            for part in shard.parts.values():
+                part.index_all()
+                self.partitions[part.number] = part
+        self.shards.update(opened)
         gc.freeze()
-        for part in opened.values():
-            part.task = asyncio.ensure_future(self._pipeline(part))
+        for shard in opened.values():
+            shard.task = asyncio.ensure_future(self._pipeline(shard))
         if numbers:
             log.info(
                 "took partitions %s in %.2f s (%d conversations, %s store, %d changelog "
                 "records read)",
                 numbers,
                 time.monotonic() - started,
-                sum(len(part.heads) for part in opened.values()),
+                sum(len(self.partitions[n].heads) for n in numbers),
                 self.settings.store,
                 self.restored_records - restored,
             )
 
     async def revoke(self, tps: Iterable[TopicPartition]) -> None:
-        """Give partitions up (waiting for a batch in flight to commit first)."""
+        """Give partitions up (waiting for a batch in flight to commit first). A shard goes
+        whole: its other partitions, if still assigned, are taken again on the next
+        assignment."""
         async with self._lock:
-            await self._close_partitions(sorted({tp.partition for tp in tps}))
+            numbers = {tp.partition for tp in tps}
+            await self._close_shards(sorted({self.shard_of(n) for n in numbers}))
+
+    def shard_of(self, number: int) -> int:
+        """The shard of partition ``number`` (``partitions_per_transaction`` in a row)."""
+        return number // self.group_size
+
+    def transactional_id(self, shard: int) -> str:
+        """``<app_id>-<partition>`` for a shard of one partition, ``<app_id>-<first>-<last>``
+        for more: stable across restarts, so a new owner's producer fences the old one's."""
+        first = shard * self.group_size
+        last = min(first + self.group_size, self.settings.events_partitions) - 1
+        app_id = self.settings.app_id
+        return f"{app_id}-{first}" if last <= first else f"{app_id}-{first}-{last}"
 
     def _state(self, number: int) -> PartitionState:
         if self.settings.store == "rocksdb":
@@ -777,11 +899,21 @@ class Worker:
             max_event_history=self.settings.history_max_events,
         )
 
-    async def _open(self, number: int) -> Partition:
+    def _partition(self, number: int, shard: Shard) -> Partition:
         state = self._state(number)
-        folder = self.folder(state)
+        return Partition(
+            number,
+            state,
+            self.folder(state),
+            shard=shard,
+            wakeup=shard.wakeup,
+            own_topic=self.topics.events,
+        )
+
+    async def _open(self, number: int) -> Shard:
+        """Start shard ``number``'s transactional producer: this fences every earlier owner."""
         producer = AIOKafkaProducer(
-            transactional_id=f"{self.settings.app_id}-{number}",
+            transactional_id=self.transactional_id(number),
             enable_idempotence=True,
             acks="all",
             linger_ms=0,
@@ -804,12 +936,11 @@ class Worker:
             written = (topics.signals, topics.events, topics.dlq, topics.rekeyed)
             for topic in (*written, self.heads_changelog, self.history_changelog):
                 await producer.partitions_for(topic)
-        except BaseException:  # the partition is not taken: release what it holds
+        except BaseException:  # the shard is not taken: release what it holds
             with contextlib.suppress(Exception):
                 await producer.stop()
-            state.close()
             raise
-        return Partition(number, state, folder, producer, own_topic=self.topics.events)
+        return Shard(number, producer)
 
     async def _restore(self, owned: list[Partition]) -> None:
         """Read the partitions' changelogs into their state, from where their state says it
@@ -886,34 +1017,37 @@ class Worker:
             consumer.seek(tp, offset)
             owned.committed[tp] = owned.next_offset[tp] = offset
 
-    async def _close_partitions(self, numbers: list[int]) -> None:
-        """Let each partition finish its transaction in flight, then drop it and its producer."""
+    async def _close_shards(self, numbers: list[int]) -> None:
+        """Let each shard finish its transaction in flight, then drop it, its partitions and
+        its producer."""
         for number in numbers:
-            owned = self.partitions.pop(number, None)
-            if owned is None:
+            shard = self.shards.pop(number, None)
+            if shard is None:
                 continue
-            owned.closing = True
-            owned.wakeup.set()
-            if owned.task is not None:
+            shard.closing = True
+            shard.wakeup.set()
+            if shard.task is not None:
                 with contextlib.suppress(Exception):
-                    await owned.task
-            if owned.producer is not None:
+                    await shard.task
+            if shard.producer is not None:
                 with contextlib.suppress(Exception):
-                    await owned.producer.stop()
-            owned.state.close()
+                    await shard.producer.stop()
+            for part in shard.parts.values():
+                self.partitions.pop(part.number, None)
+                part.state.close()
 
     async def _roll_back(self, number: int) -> None:
-        """After a failed transaction: drop the partition's state and take it over again."""
-        await self._close_partitions([number])
+        """After a failed transaction: drop the shard's state and take it over again."""
+        await self._close_shards([number])
         assert self._consumer is not None
-        tps = [tp for tp in self._consumer.assignment() if tp.partition == number]
+        tps = [tp for tp in self._consumer.assignment() if self.shard_of(tp.partition) == number]
         while tps:
             try:
                 await self._take(tps)
                 return
             except KafkaError as error:
-                log.error("re-taking partition %d failed (%s); retrying", number, error)
-                await self._close_partitions([number])
+                log.error("re-taking partitions of shard %d failed (%s); retrying", number, error)
+                await self._close_shards([number])
                 await asyncio.sleep(RETRY_S)
 
 

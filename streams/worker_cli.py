@@ -20,6 +20,7 @@ FIELDS = {
     "topic_prefix": "PREFIX",
     "app_id": "NAME",
     "max_batch_records": "N",
+    "partitions_per_transaction": "N",
     "store": "memory|rocksdb",
     "state_dir": "DIR",
     "reminder_grace_s": "SECONDS",

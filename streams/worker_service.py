@@ -110,6 +110,7 @@ class WorkerService(ConversationService):
             "status": "ok",
             "uptime_s": round(time.time() - self.started, 1),
             "partitions": sorted(self.worker.partitions),
+            "producers": self.worker.producers(),
             "records": dict(self.worker.counts),
             "transactions": self.worker.transactions,
             "store": self.worker.settings.store,

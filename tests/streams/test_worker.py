@@ -37,10 +37,13 @@ SAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "samples" / "conversat
 class Run:
     """One isolated deployment: its own topic prefix, consumer group and data dirs."""
 
-    def __init__(self, bootstrap: str, tmp: Path, store: str = "memory") -> None:
+    def __init__(
+        self, bootstrap: str, tmp: Path, store: str = "memory", per_transaction: int = 1
+    ) -> None:
         self.bootstrap = bootstrap
         self.tmp = tmp
         self.store = store
+        self.per_transaction = per_transaction
         self.ports: dict[int, int] = {}
         self.prefix = f"t{uuid.uuid4().hex[:10]}"
         self.workers: list[subprocess.Popen[bytes]] = []
@@ -58,6 +61,7 @@ class Run:
             "TRACKERFLOW_APP_ID": self.prefix,
             "TRACKERFLOW_WEB_PORT": str(port),
             "TRACKERFLOW_STORE": self.store,
+            "TRACKERFLOW_PARTITIONS_PER_TRANSACTION": str(self.per_transaction),
             # each worker its own state directory, kept across its restarts
             "TRACKERFLOW_STATE_DIR": str(self.tmp / f"state-{index}"),
         }
@@ -162,6 +166,33 @@ def any_store_run(kafka_bootstrap: str, tmp_path: Path, request: Any) -> Iterato
     deployment = Run(kafka_bootstrap, tmp_path, request.param)
     yield deployment
     deployment.stop_all()
+
+
+@pytest.fixture(
+    params=[("memory", 1), ("rocksdb", 1), ("memory", 3)],
+    ids=["memory", "rocksdb", "memory-3-per-transaction"],
+)
+def eos_run(kafka_bootstrap: str, tmp_path: Path, request: Any) -> Iterator[Run]:
+    """A deployment with either store, and one with three partitions per transaction (the 6
+    partitions in 2 shards, each committed by one producer and owned whole)."""
+    deployment = Run(kafka_bootstrap, tmp_path, *request.param)
+    yield deployment
+    deployment.stop_all()
+
+
+def assert_producers(run: Run, index: int) -> None:
+    """Worker ``index`` owns every partition, with one transactional producer per shard."""
+    size, prefix = run.per_transaction, run.prefix
+    expected = {
+        (f"{prefix}-{first}" if size == 1 else f"{prefix}-{first}-{first + size - 1}"): list(
+            range(first, first + size)
+        )
+        for first in range(0, 6, size)
+    }
+    deadline = time.monotonic() + 60  # a dead worker's shards move once its session expires
+    while (producers := run.health(index)["producers"]) != expected:
+        assert time.monotonic() < deadline, producers
+        time.sleep(0.5)
 
 
 def sample() -> list[tuple[bytes | None, bytes]]:
@@ -311,8 +342,8 @@ def test_bad_records_go_to_the_dead_letter_topic_and_keyless_ones_are_rekeyed(ru
     assert [(m.key, m.value) for m in rekeyed] == [(b"c1", good)]
 
 
-def test_kill_9_mid_stream_applies_every_event_and_signal_exactly_once(any_store_run: Run) -> None:
-    run = any_store_run
+def test_kill_9_mid_stream_applies_every_event_and_signal_exactly_once(eos_run: Run) -> None:
+    run = eos_run
     records = sample()
     run.start_worker()
     chunks = [records[i : i + 250] for i in range(0, len(records), 250)]
@@ -325,6 +356,7 @@ def test_kill_9_mid_stream_applies_every_event_and_signal_exactly_once(any_store
             victim.wait(timeout=10)
             run.start_worker()
     assert_folded_exactly_once(run, records, deadline_s=240)
+    assert_producers(run, 0)
 
 
 def test_tail_prints_committed_records_as_json_lines(run: Run) -> None:
@@ -355,11 +387,12 @@ def test_tail_prints_committed_records_as_json_lines(run: Run) -> None:
     assert bad.returncode == 2 and b"nonsense" in bad.stderr
 
 
-def test_workers_joining_and_dying_mid_stream_keep_exactly_once(any_store_run: Run) -> None:
+def test_workers_joining_and_dying_mid_stream_keep_exactly_once(eos_run: Run) -> None:
     """Rebalances while events stream in: a second worker joins, the first is killed and
     comes back, the second is killed; every event and signal still counts once. (With RocksDB,
-    partitions come back to a worker whose state lags what the other one committed.)"""
-    run = any_store_run
+    partitions come back to a worker whose state lags what the other one committed; with
+    shards, whole shards move.)"""
+    run = eos_run
     records = sample()
     run.start_worker(0)
     chunks = [records[i : i + 200] for i in range(0, len(records), 200)]
@@ -375,6 +408,7 @@ def test_workers_joining_and_dying_mid_stream_keep_exactly_once(any_store_run: R
             time.sleep(random.uniform(0.5, 2.0))
             steps[number]()
     assert_folded_exactly_once(run, records, deadline_s=120)
+    assert_producers(run, 0)
 
 
 def test_a_restarted_worker_reads_only_what_its_state_lacks(any_store_run: Run) -> None:

@@ -6,13 +6,15 @@ import gc
 from collections import namedtuple
 from typing import Any
 
+import pytest
 from aiokafka import TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
 from processors.stream import StreamFolder
 from streams.settings import load_settings
 from streams.stores import MemoryState
-from streams.worker import OwnerAssignor, Partition, Worker, partition_for
+from streams.worker import HELD_RECHECK_S, OwnerAssignor, Partition, Shard, Worker, partition_for
 
 Message = namedtuple("Message", "offset")
 
@@ -20,8 +22,71 @@ Message = namedtuple("Message", "offset")
 class Cluster:
     """Just what the range assignor asks of the cluster metadata."""
 
+    def __init__(self, partitions: int = 6) -> None:
+        self.partitions = partitions
+
     def partitions_for_topic(self, topic: str) -> set[int]:
-        return set(range(6))
+        return set(range(self.partitions))
+
+
+TOPICS = ["t.events", "t.events.rekeyed"]
+
+
+def assigned(assignor: OwnerAssignor, cluster: Cluster, count: int) -> dict[str, Any]:
+    """Each of ``count`` members' partitions per topic, as ``assignor`` lays them out."""
+    members = {f"member-{i}": assignor.metadata(TOPICS) for i in range(count)}
+    return {m: dict(a.assignment) for m, a in assignor.assign(cluster, members).items()}
+
+
+@pytest.mark.parametrize("partitions", [1, 5, 6, 7, 12])
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 7])
+def test_groups_of_one_partition_are_kafkas_range_assignment(partitions: int, count: int) -> None:
+    assignor = OwnerAssignor("http://a:1", "t.events")
+    members = {f"member-{i}": assignor.metadata(TOPICS) for i in range(count)}
+    ranged = RangePartitionAssignor.assign(Cluster(partitions), members)
+    expected = {m: {t: ps for t, ps in a.assignment if ps} for m, a in ranged.items()}
+    assert assigned(assignor, Cluster(partitions), count) == expected
+
+
+def test_a_group_of_partitions_goes_to_one_member_whole() -> None:
+    """Seven partitions in groups of two: {0, 1}, {2, 3}, {4, 5}, {6}; laid out like range."""
+    assignor = OwnerAssignor("http://a:1", "t.events", group_size=2)
+    three = assigned(assignor, Cluster(7), 3)
+    assert three == {
+        "member-0": {"t.events": [0, 1, 2, 3], "t.events.rekeyed": [0, 1, 2, 3]},
+        "member-1": {"t.events": [4, 5], "t.events.rekeyed": [4, 5]},
+        "member-2": {"t.events": [6], "t.events.rekeyed": [6]},
+    }
+    five = assigned(assignor, Cluster(7), 5)  # more members than groups: the last get nothing
+    assert [len(five[f"member-{i}"].get("t.events", [])) for i in range(5)] == [2, 2, 2, 1, 0]
+    everything = OwnerAssignor("http://a:1", "t.events", group_size=6)
+    assert assigned(everything, Cluster(6), 2) == {
+        "member-0": {"t.events": list(range(6)), "t.events.rekeyed": list(range(6))},
+        "member-1": {},
+    }
+
+
+def test_a_shards_producer_has_a_fixed_transactional_id() -> None:
+    worker = Worker(load_settings(app_id="app", partitions_per_transaction=4))
+    assert [worker.shard_of(p) for p in range(6)] == [0, 0, 0, 0, 1, 1]
+    assert [worker.transactional_id(s) for s in (0, 1)] == ["app-0-3", "app-4-5"]
+    single = Worker(load_settings(app_id="app", partitions_per_transaction=3, events_partitions=7))
+    assert [single.transactional_id(s) for s in (0, 1, 2)] == ["app-0-2", "app-3-5", "app-6"]
+    alone = Worker(load_settings(app_id="app"))  # one partition each: the ids it always had
+    assert [alone.transactional_id(p) for p in range(3)] == ["app-0", "app-1", "app-2"]
+    assert alone.producers() == {}
+
+
+def test_a_shard_wakes_for_its_first_due_reminder() -> None:
+    shard = Shard(0)
+    assert shard.next_wake(100.0) is None and not shard.anything_due(100.0)
+    quiet, soon, late = partition(), partition(), partition()
+    soon.due, late.due = [(103.0, "c1", "r")], [(110.0, "c2", "r")]
+    shard.parts = {0: quiet, 1: late, 2: soon}
+    assert shard.next_wake(100.0) == 3.0 and not shard.anything_due(100.0)
+    assert shard.next_wake(105.0) == 0.0 and shard.anything_due(105.0)
+    soon.held = True  # due but held back: looked at again shortly
+    assert shard.next_wake(105.0) == HELD_RECHECK_S
 
 
 def test_the_leader_sends_every_member_the_partition_owners() -> None:
