@@ -7,11 +7,13 @@ the checks say "the worker folded exactly what it was given, exactly once" witho
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -89,10 +91,13 @@ class Run:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=10)
 
-    def produce(self, records: list[tuple[bytes | None, bytes]]) -> None:
+    def produce(self, records: list[tuple[bytes | None, bytes]], pace_s: float = 0.0) -> None:
         producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
         for key, value in records:
             producer.send(f"{self.prefix}.events", key=key, value=value)
+            if pace_s:
+                producer.flush()
+                time.sleep(pace_s)
         producer.flush()
         producer.close()
 
@@ -190,9 +195,12 @@ def assert_producers(run: Run, index: int) -> None:
         for first in range(0, 6, size)
     }
     deadline = time.monotonic() + 60  # a dead worker's shards move once its session expires
-    while (producers := run.health(index)["producers"]) != expected:
+    producers = None
+    while producers != expected:
         assert time.monotonic() < deadline, producers
         time.sleep(0.5)
+        with contextlib.suppress(OSError):  # its HTTP API may not be up yet
+            producers = run.health(index)["producers"]
 
 
 def sample() -> list[tuple[bytes | None, bytes]]:
@@ -409,6 +417,39 @@ def test_workers_joining_and_dying_mid_stream_keep_exactly_once(eos_run: Run) ->
             steps[number]()
     assert_folded_exactly_once(run, records, deadline_s=120)
     assert_producers(run, 0)
+
+
+def test_a_paused_worker_that_lost_its_shards_is_fenced(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A "zombie": a worker stopped (SIGSTOP) mid-stream, with batches fetched and perhaps a
+    transaction open, loses its shards to a second worker once its session expires, and then
+    runs on (SIGCONT) as if nothing happened. The second worker's producers fenced its own (same
+    transactional ids), so nothing it still sends counts: every event and signal once."""
+    run = Run(kafka_bootstrap, tmp_path, "memory", 3)
+    try:
+        records = sample()
+        chunks = [records[i : i + 150] for i in range(0, len(records), 150)]
+        zombie = run.start_worker(0)
+        run.produce(chunks[0])
+        run.wait_for_events(len(chunks[0]))
+        # records arriving one by one keep it in transactions: stopped in one, most likely
+        trickle = threading.Thread(target=run.produce, args=(chunks[1],), kwargs={"pace_s": 0.01})
+        trickle.start()
+        time.sleep(random.uniform(0.3, 1.0))
+        os.killpg(zombie.pid, signal.SIGSTOP)
+        trickle.join()
+        run.start_worker(1)
+        run.produce(chunks[2])
+        assert_producers(run, 1)  # the zombie's session expired: worker 1 owns both shards
+        os.killpg(zombie.pid, signal.SIGCONT)
+        for chunk in chunks[3:]:
+            run.produce(chunk)
+            time.sleep(0.5)
+        assert_folded_exactly_once(run, [r for chunk in chunks for r in chunk], deadline_s=180)
+        assert zombie.poll() is None  # it lived on, and rejoined the group
+    finally:
+        run.stop_all()
 
 
 def test_a_restarted_worker_reads_only_what_its_state_lacks(any_store_run: Run) -> None:
