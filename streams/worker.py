@@ -10,7 +10,7 @@ How exactly-once works (proven by the kill -9 and rebalance tests in tests/strea
 * Partitions are grouped in shards of ``partitions_per_transaction`` (partition ``p`` is in
   shard ``p // N``); the assignor (``OwnerAssignor``) gives a shard to one worker as a whole.
   Each owned shard has its own transactional producer with a fixed ``transactional.id``
-  (``<app_id>-<p>`` for a shard of one partition, ``<app_id>-<first>-<last>`` otherwise). The
+  (``<app_id>-<p>`` with one partition per shard, ``<app_id>-<first>-<last>`` otherwise). The
   records waiting in the shard's partitions are folded, and in ONE transaction of that producer
   go: the changed heads and the new history records (changelogs), the signals, the dead letters,
   the re-keyed copies, and each partition's new read positions (``POSITIONS_KEY`` in its heads
@@ -877,12 +877,13 @@ class Worker:
         return number // self.group_size
 
     def transactional_id(self, shard: int) -> str:
-        """``<app_id>-<partition>`` for a shard of one partition, ``<app_id>-<first>-<last>``
-        for more: stable across restarts, so a new owner's producer fences the old one's."""
-        first = shard * self.group_size
-        last = min(first + self.group_size, self.settings.events_partitions) - 1
-        app_id = self.settings.app_id
-        return f"{app_id}-{first}" if last <= first else f"{app_id}-{first}-{last}"
+        """``<app_id>-<partition>`` for shards of one partition, ``<app_id>-<first>-<last>``
+        for more (the shard's range, whether or not the topic has all of its partitions): the
+        same across restarts and partitions added, so a new owner's producer fences the old
+        one's."""
+        size, app_id = self.group_size, self.settings.app_id
+        first = shard * size
+        return f"{app_id}-{first}" if size == 1 else f"{app_id}-{first}-{first + size - 1}"
 
     def _state(self, number: int) -> PartitionState:
         if self.settings.store == "rocksdb":

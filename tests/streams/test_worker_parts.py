@@ -69,9 +69,10 @@ def test_a_group_of_partitions_goes_to_one_member_whole() -> None:
 def test_a_shards_producer_has_a_fixed_transactional_id() -> None:
     worker = Worker(load_settings(app_id="app", partitions_per_transaction=4))
     assert [worker.shard_of(p) for p in range(6)] == [0, 0, 0, 0, 1, 1]
-    assert [worker.transactional_id(s) for s in (0, 1)] == ["app-0-3", "app-4-5"]
-    single = Worker(load_settings(app_id="app", partitions_per_transaction=3, events_partitions=7))
-    assert [single.transactional_id(s) for s in (0, 1, 2)] == ["app-0-2", "app-3-5", "app-6"]
+    assert [worker.transactional_id(s) for s in (0, 1)] == ["app-0-3", "app-4-7"]
+    # a shard short of partitions is still named by its range (partitions may be added later)
+    short = Worker(load_settings(app_id="app", partitions_per_transaction=3, events_partitions=7))
+    assert [short.transactional_id(s) for s in (0, 1, 2)] == ["app-0-2", "app-3-5", "app-6-8"]
     alone = Worker(load_settings(app_id="app"))  # one partition each: the ids it always had
     assert [alone.transactional_id(p) for p in range(3)] == ["app-0", "app-1", "app-2"]
     assert alone.producers() == {}
