@@ -54,7 +54,7 @@ from typing import IO, Any, NamedTuple
 import aiokafka.producer.sender
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
 from aiokafka.coordinator.protocol import (
     ConsumerProtocolMemberAssignment,
     ConsumerProtocolMemberMetadata,
@@ -114,7 +114,7 @@ def partition_for(key: bytes, partitions: int) -> int:
     return (hashed & 0x7FFFFFFF) % partitions
 
 
-class OwnerAssignor(RangePartitionAssignor):  # type: ignore[misc]
+class OwnerAssignor(AbstractPartitionAssignor):  # type: ignore[misc]
     """Kafka's range assignment over groups of partitions, plus which worker URL owns which
     partition (for routing).
 
@@ -224,14 +224,13 @@ class Partition:
     number: int
     state: PartitionState
     folder: StreamFolder
-    shard: Shard | None = None
+    shard: Shard  # whose task folds and commits it
     committed: dict[TopicPartition, int] = field(default_factory=dict)
     # the read positions restored from the heads changelog, by source topic
     restored: dict[str, int] = field(default_factory=dict)
     # fetched records waiting for the partition's next transaction, in order per topic partition
     pending: dict[TopicPartition, list[Any]] = field(default_factory=dict)
     waiting: int = 0
-    wakeup: asyncio.Event = field(default_factory=asyncio.Event)  # its shard's
     # the next offset to hand on per topic partition: a fetch started before the worker's seek
     # repeats records (the heads' offsets would skip them; this drops them before decoding)
     next_offset: dict[TopicPartition, int] = field(default_factory=dict)
@@ -319,7 +318,7 @@ class Partition:
             self._read_up_to(messages[-1].offset + 1)
         self.pending.setdefault(tp, []).extend(messages)
         self.waiting += len(messages)
-        self.wakeup.set()
+        self.shard.wakeup.set()
 
     def take(self, limit: int) -> list[tuple[TopicPartition, list[Any]]]:
         """Up to ``limit`` waiting records (whole topic partitions first, in order)."""
@@ -382,6 +381,14 @@ class Outbox:
                 future = await producer.send_batch(batch, topic, partition=partition)
                 sent.append(Sent(topic, partition, future, keys))
         return sent
+
+
+class Positions(NamedTuple):
+    """A partition's read positions after a transaction: what it read to (by topic partition)
+    and all its positions by topic (as its heads changelog and its store keep them)."""
+
+    offsets: dict[TopicPartition, int]
+    by_topic: dict[str, int]
 
 
 class Sent(NamedTuple):
@@ -561,8 +568,7 @@ class Worker:
     async def _dispatch(self, batches: Mapping[TopicPartition, list[Any]]) -> None:
         for tp, messages in batches.items():
             owned = self.partitions.get(tp.partition)
-            shard = None if owned is None else owned.shard
-            if owned is None or shard is None or shard.closing or shard.failed is not None:
+            if owned is None or owned.shard.closing or owned.shard.failed is not None:
                 self._rewind(tp, messages)  # not (or no longer) ours: never skip past them
             else:
                 owned.put(tp, messages)
@@ -583,11 +589,7 @@ class Worker:
         """The most records waiting in a working partition (a failed one is rolled back by the
         next dispatch, so it must not hold the fetching up)."""
         return max(
-            (
-                part.waiting
-                for part in self.partitions.values()
-                if part.shard is not None and part.shard.failed is None
-            ),
+            (part.waiting for part in self.partitions.values() if part.shard.failed is None),
             default=0,
         )
 
@@ -694,11 +696,11 @@ class Worker:
         one transaction of the shard's producer (with each partition's changed state and new
         read positions)."""
         outbox = Outbox()
-        written: list[tuple[Partition, dict[TopicPartition, int]]] = []
+        written: list[tuple[Partition, Positions]] = []
         for owned, parts in work:
-            offsets = await self._fold_partition(owned, parts, outbox)
-            if offsets is not None:
-                written.append((owned, offsets))
+            positions = await self._fold_partition(owned, parts, outbox)
+            if positions is not None:
+                written.append((owned, positions))
         if not written and not outbox.records:
             return  # held reminders, still held: nothing to commit
         producer = shard.producer
@@ -722,19 +724,18 @@ class Worker:
             elif batch.topic in changelogs:  # the transaction's marker follows its records
                 table, tables = changelogs[batch.topic], ends[batch.partition]
                 tables[table] = max(tables.get(table, 0), first + len(batch.keys))
-        for owned, offsets in written:
+        for owned, (offsets, by_topic) in written:
             owned.wrote(own.get(owned.number, []))
             owned.committed.update(offsets)
-            positions = {tp.topic: offset for tp, offset in owned.committed.items()}
-            owned.state.persist(ends.get(owned.number, {}), positions)
+            owned.state.persist(ends.get(owned.number, {}), by_topic)
         self.transactions += 1
         gc.freeze()  # see GC_FULL_COLLECTION_S
 
     async def _fold_partition(
         self, owned: Partition, parts: list[tuple[TopicPartition, list[Any]]], outbox: Outbox
-    ) -> dict[TopicPartition, int] | None:
+    ) -> Positions | None:
         """Fold the partition's records and fire its due reminders into ``outbox``, with its
-        changed state and new read positions; the positions (None: nothing changed)."""
+        changed state and new read positions; those positions (None: nothing changed)."""
         offsets: dict[TopicPartition, int] = {}
         folder, counts = owned.folder, self.counts
         for tp, messages in parts:
@@ -763,10 +764,10 @@ class Worker:
             outbox.add(self.heads_changelog, number, key, value)
         for key, value in owned.history.drain():
             outbox.add(self.history_changelog, number, key, value)
+        by_topic = {tp.topic: offset for tp, offset in (owned.committed | offsets).items()}
         if offsets:
-            positions = {tp.topic: offset for tp, offset in (owned.committed | offsets).items()}
-            outbox.add(self.heads_changelog, number, POSITIONS_KEY, dumps(positions))
-        return offsets
+            outbox.add(self.heads_changelog, number, POSITIONS_KEY, dumps(by_topic))
+        return Positions(offsets, by_topic)
 
     def _fold(self, folder: StreamFolder, record: Inbound) -> Outcome:
         try:
@@ -906,8 +907,7 @@ class Worker:
             number,
             state,
             self.folder(state),
-            shard=shard,
-            wakeup=shard.wakeup,
+            shard,
             own_topic=self.topics.events,
         )
 

@@ -133,7 +133,7 @@ def test_partition_for_is_kafkas_default_partitioner() -> None:
 
 def partition() -> Partition:
     state = MemoryState()
-    return Partition(0, state, StreamFolder(state.heads, state.history))
+    return Partition(0, state, StreamFolder(state.heads, state.history), Shard(0))
 
 
 def test_a_partition_hands_on_records_in_order_and_drops_repeats() -> None:
