@@ -72,7 +72,7 @@ from aiokafka.structs import TopicPartition
 
 from bench.generate import Plan, records
 from processors.stream import Inbound, StreamFolder
-from streams import broker
+from streams import broker, fetching
 from streams.publisher import Encoded, Publisher
 from streams.replay import paused_gc
 from streams.settings import Settings, kafka_client_config, load_settings
@@ -397,6 +397,18 @@ class PipelineRun:
     all_cpu: float = math.nan  # CPU seconds the whole machine was busy meanwhile
     counts: dict[str, int] = field(default_factory=dict)
     rss_mib: float = math.nan  # the worker's resident memory once all is folded
+
+
+def raw_consume_compiled(settings: Settings, topic: str, total: int) -> float | None:
+    """Seconds to consume ``topic`` raw with the batch reader the worker uses
+    (``streams.fetching``; None if it is off or not built)."""
+    if not settings.compiled_reader or not fetching.install():
+        return None
+    try:
+        count, seconds = run_async(count_topic(settings, topic, lambda n: n >= total, 30))
+    finally:
+        fetching.uninstall()  # the rest of the benchmark reads as aiokafka does
+    return seconds if count >= total else None
 
 
 def run_pipeline(deployment: Deployment, total: int, report: Report, stall_s: float) -> PipelineRun:
@@ -770,6 +782,7 @@ def run(args: argparse.Namespace, deployment: Deployment, report: Report) -> Non
     if raw_count < total:
         raise BenchError(f"the raw consumer read only {raw_count:,} of {total:,} records")
     report.progress(f"raw consume: {total:,} records in {raw_s:.1f} s")
+    compiled_s = raw_consume_compiled(settings, topics.events, total)
 
     pipe = run_pipeline(deployment, total, report, args.stall)
     report.progress(f"worker folded {total:,} records in {pipe.seconds:.1f} s")
@@ -825,7 +838,8 @@ def run(args: argparse.Namespace, deployment: Deployment, report: Report) -> Non
         f"seed {args.seed}); {settings.events_partitions} events partitions; "
         f"worker batches of at most {settings.max_batch_records:,} records per partition, "
         f"{settings.partitions_per_transaction} partition(s) per transaction; "
-        f"{deployment.store} store"
+        f"{deployment.store} store; the worker reads fetched batches with "
+        f"{'the compiled reader' if settings.compiled_reader else 'aiokafka'}"
     )
     say()
     say(f"{'measurement':56} {'events':>9} {'seconds':>8} {'events/s':>10}")
@@ -834,6 +848,8 @@ def run(args: argparse.Namespace, deployment: Deployment, report: Report) -> Non
         ("(a) raw consume (aiokafka, read_committed, no processing)", raw_s),
         ("(b) pipeline: worker start -> all folded (end to end)", pipe.seconds),
     ]
+    if compiled_s is not None:  # for reference: the baseline is (a), aiokafka as it comes
+        rows.insert(2, ("    raw consume with the worker's compiled batch reader", compiled_s))
     for name, seconds in rows:
         say(f"{name:56} {total:>9,} {seconds:>8.2f} {total / seconds:>10,.0f}")
     after = pipe.seconds - pipe.first_fold

@@ -115,6 +115,8 @@ class WorkerService(ConversationService):
             "transactions": self.worker.transactions,
             "store": self.worker.settings.store,
             "decoder": record_decoder(),
+            "reader": self.worker.reader,
+            "refused": self.worker.assignor.refused,
             "restored_records": self.worker.restored_records,
             "reminders": {
                 **self.worker.reminder_counts,

@@ -54,6 +54,7 @@ NATIVE_TAGS = frozenset(
 FAST = None if wire._NATIVE is None else wire._NATIVE.decode
 ROOMY = settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
 
+
 def test_it_is_built() -> None:
     assert FAST is not None, (
         "events._native is not built: was a Rust toolchain (cargo) on PATH when `make setup` ran?"

@@ -469,6 +469,7 @@ def test_a_restarted_worker_reads_only_what_its_state_lacks(any_store_run: Run) 
     assert_folded_exactly_once(run, records, deadline_s=120)
     health = run.health(0)
     assert health["store"] == run.store
+    assert health["reader"] == "compiled"
     if run.store == "rocksdb":
         assert health["restored_records"] == 0
         assert (run.tmp / "state-0" / run.prefix / "partition-0" / "CURRENT").exists()
@@ -502,3 +503,42 @@ def test_a_second_worker_on_a_used_state_directory_stops_with_a_clear_error(
 def kill(process: subprocess.Popen[bytes]) -> None:
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=10)
+
+
+def wait_for_health(run: Run, index: int, check: Any, deadline_s: float = 60) -> dict[str, Any]:
+    """The worker's /health once ``check`` holds for it (the last one seen if never)."""
+    deadline = time.monotonic() + deadline_s
+    health: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            health = run.health(index)
+            if check(health):
+                break
+        time.sleep(0.5)
+    return health
+
+
+def test_a_worker_with_other_partitions_per_transaction_waits_until_it_leads(run: Run) -> None:
+    """A rolling change of --partitions-per-transaction: the new worker gets nothing while the
+    old one leads the group (they would not fence each other), then everything once it is the
+    only one; every event still counts once."""
+    records = sample()
+    half = len(records) // 2
+    old = run.start_worker(0)
+    wait_for_health(run, 0, lambda h: len(h["partitions"]) == 6)
+    run.per_transaction = 3
+    run.start_worker(1)
+    refused = wait_for_health(run, 1, lambda h: h["refused"] is not None)
+    assert refused["partitions"] == [] and refused["producers"] == {}
+    assert "runs with partitions_per_transaction 3, the group's leader with 1" in refused["refused"]
+    leader = wait_for_health(run, 0, lambda h: len(h["partitions"]) == 6)  # after the rebalance
+    assert leader["partitions"] == list(range(6)) and leader["refused"] is None
+    run.produce(records[:half])
+    run.wait_for_events(half)
+    old.send_signal(signal.SIGTERM)
+    assert old.wait(timeout=60) == 0
+    taken = wait_for_health(run, 1, lambda h: len(h["partitions"]) == 6)
+    assert taken["refused"] is None
+    assert taken["producers"] == {f"{run.prefix}-0-2": [0, 1, 2], f"{run.prefix}-3-5": [3, 4, 5]}
+    run.produce(records[half:])
+    assert_folded_exactly_once(run, records, deadline_s=120)

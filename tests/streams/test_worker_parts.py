@@ -208,3 +208,48 @@ def test_the_workers_folds_follow_the_settings() -> None:
     folder = Worker(settings).folder(MemoryState())
     assert (folder.max_event_history, folder.max_record_bytes) == (7, 4096)
     assert Worker(load_settings()).folder(MemoryState()).max_event_history is None
+
+
+def test_the_worker_reads_fetched_batches_with_the_compiled_reader_unless_told_not_to() -> None:
+    from aiokafka.consumer import fetcher
+
+    before = fetcher.PartitionRecords, fetcher.MemoryRecords
+    try:
+        assert Worker(load_settings(compiled_reader=False)).choose_reader() == "aiokafka"
+        assert fetcher.PartitionRecords is before[0]  # left alone
+        assert Worker(load_settings()).choose_reader() == "compiled"
+        assert fetcher.PartitionRecords is not before[0]
+    finally:
+        fetcher.PartitionRecords, fetcher.MemoryRecords = before
+
+
+def test_members_with_another_group_size_get_no_partitions_and_are_told_why(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import orjson
+    from aiokafka.coordinator.protocol import ConsumerProtocolMemberMetadata
+
+    leader = OwnerAssignor("http://a:1", "t.events", group_size=3)
+    other = OwnerAssignor("http://b:2", "t.events", group_size=1)
+    older = ConsumerProtocolMemberMetadata(0, TOPICS, orjson.dumps({"url": "http://c:3"}))
+    members = {"member-a": leader.metadata(TOPICS), "member-b": other.metadata(TOPICS)}
+    members["member-c"] = older  # a trackerflow that sent no group size: size 1
+    answers = leader.assign(Cluster(6), members)
+    assert {m: dict(a.assignment) for m, a in answers.items()} == {
+        "member-a": {topic: list(range(6)) for topic in TOPICS},
+        "member-b": {},
+        "member-c": {},
+    }
+    assert "member-b (1), member-c (1)" in caplog.text
+    leader.on_assignment(answers["member-a"])
+    assert leader.refused is None
+    other.on_assignment(answers["member-b"])
+    assert other.refused is not None
+    assert "partitions_per_transaction 1, the group's leader with 3" in other.refused
+    assert other.owners == dict.fromkeys(range(6), "http://a:1")  # requests are still routed
+    # a leader of size 1 and a member that sent no size agree
+    alone = OwnerAssignor("http://b:2", "t.events")
+    agreed = alone.assign(Cluster(6), {"member-b": alone.metadata(TOPICS), "member-c": older})
+    assert dict(agreed["member-c"].assignment) == {topic: [3, 4, 5] for topic in TOPICS}
+    other.on_assignment(agreed["member-b"])
+    assert other.refused is None
