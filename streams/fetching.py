@@ -15,9 +15,14 @@ Rules of this module:
   a batch older than format v2, a consumer with a key or value deserializer.
 * A batch whose CRC is wrong (when the consumer checks them) or that cannot be parsed raises
   ``CorruptRecordException`` when the consumer reaches it, after the records before it.
+* One deliberate difference: a header name that is not UTF-8 (the broker does not check) is
+  decoded with U+FFFD for its bad bytes; aiokafka's reader raises, which would stop a worker
+  on one bad record.
 * :func:`install` replaces two names in ``aiokafka.consumer.fetcher`` for the whole process
-  (aiokafka has no hook per consumer). Only the worker calls it; it is checked against the
-  aiokafka versions this package allows (``pyproject.toml``).
+  (aiokafka has no hook per consumer), and only if the fetcher builds its records with the
+  arguments this module expects (``FETCHER_ARGUMENTS``); otherwise aiokafka's reader stays.
+  The worker calls it; the pipeline benchmark too, for one reference measurement, and then
+  :func:`uninstall`.
 """
 
 from __future__ import annotations
@@ -164,7 +169,7 @@ class BatchRecords:
 
 def partition_records(reader: Any) -> Callable[..., Any]:
     """The fetcher's ``PartitionRecords`` factory, reading batches with ``reader``."""
-    aiokafka_records = fetcher.PartitionRecords
+    aiokafka_records = getattr(fetcher.PartitionRecords, "aiokafka", fetcher.PartitionRecords)
 
     def make(
         tp: TopicPartition,
@@ -206,7 +211,7 @@ def batch_reader() -> Any | None:
     return native.BatchReader(Fetched)
 
 
-# what the fetcher passes to ``PartitionRecords`` (aiokafka 0.13 and 0.14)
+# what the fetcher passes to ``PartitionRecords`` (aiokafka 0.14, which this was written for)
 FETCHER_ARGUMENTS = (
     "tp",
     "records",

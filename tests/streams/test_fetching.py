@@ -258,6 +258,11 @@ def test_install_replaces_the_fetchers_reader_once_and_uninstall_restores_it() -
         assert fetcher.MemoryRecords is fetching.FetchedBytes
         assert fetching.install()
         assert fetcher.PartitionRecords is installed  # not wrapped twice
+        # a factory made meanwhile still falls back on aiokafka's own records
+        rows = [{"delta": 0, "timestamp": 1, "key": b"k", "value": b"v", "headers": []}]
+        data = fetching.FetchedBytes(build(0, rows))
+        again = fetching.partition_records(READER)(TP, data, None, 0, None, bytes.upper, True, 1)
+        assert isinstance(again, AIOKAFKA_RECORDS)
         fetching.uninstall()
         assert (fetcher.PartitionRecords, fetcher.MemoryRecords) == before
         fetching.uninstall()  # nothing to give back
@@ -371,3 +376,17 @@ def test_a_consumer_reads_a_real_topic_alike_with_either_reader(
         with_text = sum(1 for i in range(40) if i % 11 and i % 4)  # as produce_mixed makes them
         assert aborted == (0 if isolation == "read_committed" else 3 * with_text)
         assert sum(1 for v in values if v is not None and v.startswith(b"zip")) == 3 * 29
+
+
+def test_a_header_name_that_is_not_utf8_does_not_stop_the_consumer() -> None:
+    rows = [{"delta": 0, "timestamp": 1, "key": b"k", "value": b"v", "headers": [("h", b"x")]}]
+    batch = bytearray(build(0, rows))
+    at = bytes(batch).rindex(b"h\x02x")  # the header: name "h", value length 1, "x"
+    batch[at] = 0xFF
+    struct.pack_into(">I", batch, 17, calc_crc32c(bytes(batch[21:])))
+    data = bytes(batch)
+    with pytest.raises(UnicodeDecodeError):  # aiokafka's reader
+        list(AIOKAFKA_RECORDS(TP, MemoryRecords(data), None, 0, None, None, True, 1))
+    make = fetching.partition_records(READER)
+    (record,) = make(TP, fetching.FetchedBytes(data), None, 0, None, None, True, 1)
+    assert (record.value, record.headers) == (b"v", (("\ufffd", b"x"),))

@@ -14,6 +14,9 @@
 //! * A batch it cannot parse (or whose CRC is wrong, when asked to check) comes back with the
 //!   reason, and Python raises aiokafka's `CorruptRecordException` when it reaches it, as
 //!   aiokafka does.
+//! * One deliberate difference: a header name that is not UTF-8 (Kafka does not check them)
+//!   is decoded with U+FFFD for its bad bytes, where aiokafka's reader raises and stops the
+//!   consumer.
 
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -199,13 +202,13 @@ impl BatchReader {
         } else {
             let mut items = Vec::with_capacity(parts.headers.len());
             for (name, value) in &parts.headers {
-                let name = std::str::from_utf8(name).map_err(|_| {
-                    pyo3::exceptions::PyValueError::new_err("a header name is not UTF-8")
-                })?;
+                // Kafka does not check header names; one that is not UTF-8 must not stop the
+                // consumer (aiokafka's reader raises): its bad bytes become U+FFFD
+                let name = String::from_utf8_lossy(name);
                 let pair = PyTuple::new(
                     py,
                     [
-                        PyString::new(py, name).into_any().unbind(),
+                        PyString::new(py, &name).into_any().unbind(),
                         optional_bytes(py, *value),
                     ],
                 )?;
