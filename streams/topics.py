@@ -103,13 +103,26 @@ def _min_insync(replication_factor: int) -> str:
     return "2" if replication_factor >= 3 else "1"
 
 
+def message_limits(settings: Settings) -> dict[str, int]:
+    """The ``max.message.bytes`` trackerflow gives its topics that have one (the largest record
+    batch each accepts): the events and re-keyed topics, the dead-letter topic."""
+    topics = Topics.from_settings(settings)
+    record = settings.max_record_bytes + RECORD_OVERHEAD
+    return {
+        topics.events: record,
+        topics.rekeyed: record,
+        topics.dlq: 2 * settings.max_record_bytes + RECORD_OVERHEAD,
+    }
+
+
 def topic_specs(settings: Settings, *, events_topic: str | None = None) -> tuple[TopicSpec, ...]:
     """The events, signals and dead-letter topics of ``settings`` (``events_topic`` replaces
     the events topic's name, keeping its configuration)."""
     topics = Topics.from_settings(settings)
     replicas = settings.replication_factor
     common = {"cleanup.policy": "delete", "min.insync.replicas": _min_insync(replicas)}
-    record = settings.max_record_bytes + RECORD_OVERHEAD
+    limits = message_limits(settings)
+    record = limits[topics.events]
     return (
         TopicSpec(
             events_topic or topics.events,
@@ -153,7 +166,7 @@ def topic_specs(settings: Settings, *, events_topic: str | None = None) -> tuple
             {
                 **common,
                 "retention.ms": str(settings.dlq_retention_ms),
-                "max.message.bytes": str(2 * settings.max_record_bytes + RECORD_OVERHEAD),
+                "max.message.bytes": str(limits[topics.dlq]),
             },
         ),
     )

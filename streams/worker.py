@@ -62,6 +62,7 @@ from aiokafka.coordinator.protocol import (
 )
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from events.errors import EventError
 from events.wire import dumps, encode_record
@@ -73,7 +74,7 @@ from streams.fetching import install
 from streams.publisher import RASA_ENVIRONMENT_HEADER
 from streams.settings import Settings, kafka_client_config
 from streams.stores import MemoryState, PartitionState, RocksState, Store, lock_state_dir
-from streams.topics import TABLES, Topics, changelog_topics
+from streams.topics import TABLES, Topics, changelog_topics, message_limits
 
 log = logging.getLogger("trackerflow.worker")
 
@@ -386,12 +387,17 @@ class Partition:
 
 
 class Outbox:
-    """Records to write in one transaction, grouped by topic partition (order kept)."""
+    """Records to write in one transaction, grouped by topic partition (order kept).
 
-    def __init__(self) -> None:
+    ``limits``: the largest record batch a topic accepts, where that is less than the
+    producer's batch size (``message_limits``); batches to it are cut before they grow past it.
+    """
+
+    def __init__(self, limits: Mapping[str, int] | None = None) -> None:
         self.records: dict[tuple[str, int], list[tuple[bytes | None, bytes | None, Any]]] = (
             defaultdict(list)
         )
+        self.limits = limits or {}
 
     def add(
         self,
@@ -407,11 +413,21 @@ class Outbox:
         """Send every record; one ``Sent`` per produced batch, in order."""
         sent: list[Sent] = []
         for (topic, partition), records in self.records.items():
-            batch, keys = producer.create_batch(), []
+            limit = self.limits.get(topic)
+            batch = producer.create_batch()
+            keys: list[bytes | None] = []
             for key, value, headers in records:
-                if batch.append(key=key, value=value, timestamp=None, headers=headers or []):
+                over = (
+                    limit is not None
+                    and keys
+                    and batch.size() + _estimate(key, value, headers or []) > limit
+                )
+                if not over and batch.append(
+                    key=key, value=value, timestamp=None, headers=headers or []
+                ):
                     keys.append(key)
                     continue
+                # full (for the producer, or for the topic): send it and start another
                 if keys:
                     future = await producer.send_batch(batch, topic, partition=partition)
                     sent.append(Sent(topic, partition, future, keys))
@@ -428,6 +444,12 @@ class Outbox:
                 future = await producer.send_batch(batch, topic, partition=partition)
                 sent.append(Sent(topic, partition, future, keys))
         return sent
+
+
+def _estimate(key: bytes | None, value: bytes | None, headers: Any) -> int:
+    """An upper bound of what one more record adds to a record batch."""
+    size: int = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers)
+    return size
 
 
 class Positions(NamedTuple):
@@ -466,6 +488,13 @@ class Worker:
         self.reminder_counts = {"fired": 0, "missed": 0}
         self.transactions = 0  # committed
         self.reader = "aiokafka"  # what reads fetched record batches (see ``choose_reader``)
+        # topics that accept smaller record batches than the producer makes (a low
+        # max_record_bytes): the outbox cuts its batches to them
+        self._batch_limits = {
+            topic: limit
+            for topic, limit in message_limits(settings).items()
+            if limit < MAX_BATCH_BYTES
+        }
         self.restored_records = 0  # changelog records read to take partitions
         self._state_lock: IO[bytes] | None = None
         self._record_headers = [(RASA_ENVIRONMENT_HEADER, settings.rasa_environment.encode())]
@@ -751,7 +780,7 @@ class Worker:
         """Fold each partition's taken records, fire its due reminders, and commit all of it in
         one transaction of the shard's producer (with each partition's changed state and new
         read positions)."""
-        outbox = Outbox()
+        outbox = Outbox(self._batch_limits)
         written: list[tuple[Partition, Positions]] = []
         for owned, parts in work:
             positions = await self._fold_partition(owned, parts, outbox)

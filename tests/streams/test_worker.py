@@ -40,17 +40,26 @@ class Run:
     """One isolated deployment: its own topic prefix, consumer group and data dirs."""
 
     def __init__(
-        self, bootstrap: str, tmp: Path, store: str = "memory", per_transaction: int = 1
+        self,
+        bootstrap: str,
+        tmp: Path,
+        store: str = "memory",
+        per_transaction: int = 1,
+        max_record_bytes: int | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.tmp = tmp
         self.store = store
         self.per_transaction = per_transaction
+        self.max_record_bytes = max_record_bytes
         self.ports: dict[int, int] = {}
         self.prefix = f"t{uuid.uuid4().hex[:10]}"
         self.workers: list[subprocess.Popen[bytes]] = []
         settings = load_settings(
-            bootstrap_servers=bootstrap, topic_prefix=self.prefix, app_id=self.prefix
+            bootstrap_servers=bootstrap,
+            topic_prefix=self.prefix,
+            app_id=self.prefix,
+            max_record_bytes=max_record_bytes,
         )
         ensure_topics(settings)  # as the worker would; producing first would auto-create them
 
@@ -66,6 +75,11 @@ class Run:
             "TRACKERFLOW_PARTITIONS_PER_TRANSACTION": str(self.per_transaction),
             # each worker its own state directory, kept across its restarts
             "TRACKERFLOW_STATE_DIR": str(self.tmp / f"state-{index}"),
+            **(
+                {}
+                if self.max_record_bytes is None
+                else {"TRACKERFLOW_MAX_RECORD_BYTES": str(self.max_record_bytes)}
+            ),
         }
 
     def health(self, index: int) -> dict[str, Any]:
@@ -542,3 +556,31 @@ def test_a_worker_with_other_partitions_per_transaction_waits_until_it_leads(run
     assert taken["producers"] == {f"{run.prefix}-0-2": [0, 1, 2], f"{run.prefix}-3-5": [3, 4, 5]}
     run.produce(records[half:])
     assert_folded_exactly_once(run, records, deadline_s=120)
+
+
+def test_a_low_record_limit_cuts_the_batches_to_what_the_topics_accept(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """With TRACKERFLOW_MAX_RECORD_BYTES=20000 the events and re-keyed topics accept record
+    batches of about 84 KiB. A backlog of keyless 15 KB records makes a transaction re-key
+    several of them into each re-keyed partition: those batches must be cut to fit, or the
+    transaction fails again and again."""
+    run = Run(kafka_bootstrap, tmp_path, max_record_bytes=20_000)
+    try:
+        text = "x" * 15_000
+        records = [
+            (None, orjson.dumps({"sender_id": f"c{i % 60}", "event": "bot", "text": text}))
+            for i in range(1200)
+        ]
+        run.produce(records)
+        run.start_worker(0)
+        health = wait_for_health(run, 0, lambda h: h["records"]["folded"] == 1200, 120)
+        assert health["records"] == {
+            "folded": 1200,
+            "skipped": 0,
+            "rekeyed": 1200,
+            "replaced": 0,
+            "dead": 0,
+        }
+    finally:
+        run.stop_all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections import namedtuple
 from typing import Any
@@ -253,3 +254,44 @@ def test_members_with_another_group_size_get_no_partitions_and_are_told_why(
     assert dict(agreed["member-c"].assignment) == {topic: [3, 4, 5] for topic in TOPICS}
     other.on_assignment(agreed["member-b"])
     assert other.refused is None
+
+
+class BatchRecorder:
+    """A producer that keeps the batches it is given (aiokafka's own batch builder)."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[str, int, int, int]] = []  # topic, partition, records, bytes
+
+    def create_batch(self) -> Any:
+        from aiokafka.producer.message_accumulator import BatchBuilder
+
+        from streams.worker import MAX_BATCH_BYTES
+
+        return BatchBuilder(MAX_BATCH_BYTES, 0, is_transactional=True)
+
+    async def send_batch(self, batch: Any, topic: str, *, partition: int) -> Any:
+        self.batches.append((topic, partition, batch.record_count(), batch.size()))
+        return asyncio.get_running_loop().create_future()
+
+
+def test_batches_to_a_topic_with_a_smaller_limit_are_cut_to_it() -> None:
+    from streams.topics import message_limits
+    from streams.worker import MAX_BATCH_BYTES, Outbox
+
+    settings = load_settings(topic_prefix="t", max_record_bytes=20_000)
+    limits = {t: n for t, n in message_limits(settings).items() if n < MAX_BATCH_BYTES}
+    assert limits == {"t.events": 85_536, "t.events.rekeyed": 85_536, "t.dlq": 105_536}
+    outbox = Outbox(limits)
+    keys = [f"c{i}".encode() for i in range(600)]
+    for key in keys:
+        outbox.add("t.events.rekeyed", 1, key, b"x" * 1_000, [("h", b"v")])
+        outbox.add("t.signals", 1, key, b"y" * 500)
+    producer = BatchRecorder()
+    sent = asyncio.run(outbox.send(producer))  # type: ignore[arg-type]
+    rekeyed = [b for b in producer.batches if b[0] == "t.events.rekeyed"]
+    assert len(rekeyed) == 8 and all(size <= 85_536 for *_, size in rekeyed)
+    assert max(size for *_, size in rekeyed) > 80_000  # filled up to the limit, not below
+    signals = [b for b in producer.batches if b[0] == "t.signals"]
+    assert [records for _, _, records, _ in signals] == [600]  # no limit: one batch
+    assert [k for s in sent if s.topic == "t.events.rekeyed" for k in s.keys] == keys
+    assert sum(b[2] for b in rekeyed) == 600
