@@ -31,6 +31,8 @@ from events import TrackerflowError
 from streams.settings import DAY_MS, Settings, kafka_client_config
 
 EVENTS, SIGNALS, DLQ, REKEYED = "events", "signals", "dlq", "events.rekeyed"
+log = logging.getLogger("trackerflow.topics")
+
 RECORD_OVERHEAD: Final = 64 * 1024  # batch and record headers, key and Kafka headers
 TOPIC_ALREADY_EXISTS: Final = 36  # Kafka error code
 # kafka-python 3.0 loads its protocol schemas with importlib.resources APIs Python 3.11 deprecates.
@@ -82,6 +84,9 @@ class TopicsReport:
     created: tuple[str, ...] = ()
     existing: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    # each topic's max.message.bytes as the broker has it (the largest record batch it takes);
+    # empty if the broker would not say
+    limits: Mapping[str, int] = field(default_factory=dict)
 
 
 TABLES = ("heads", "history")
@@ -254,7 +259,32 @@ def _ensure(admin: Any, wanted: list[TopicSpec], timeout_ms: int) -> TopicsRepor
         if spec.name in found and found[spec.name] < spec.partitions
     ]
     existing = tuple(spec.name for spec in wanted if spec.name in found)
-    return TopicsReport(created=tuple(created), existing=existing, warnings=tuple(notes))
+    limits = _message_limits(admin, [spec.name for spec in wanted])
+    return TopicsReport(
+        created=tuple(created), existing=existing, warnings=tuple(notes), limits=limits
+    )
+
+
+def _message_limits(admin: Any, names: list[str]) -> dict[str, int]:
+    """Each topic's ``max.message.bytes`` (its own or the broker's default); empty if the
+    broker does not answer (e.g. no permission to describe configs)."""
+    from kafka.admin import ConfigResource, ConfigResourceType
+    from kafka.errors import KafkaError
+
+    resources = [
+        ConfigResource(ConfigResourceType.TOPIC, name, configs={"max.message.bytes": None})
+        for name in names
+    ]
+    try:
+        described = admin.describe_configs(resources, config_filter="all").get("topic", {})
+        return {
+            name: int(configs["max.message.bytes"]["value"])
+            for name, configs in described.items()
+            if "max.message.bytes" in configs
+        }
+    except (KafkaError, KeyError, TypeError, ValueError) as error:
+        log.warning("cannot read the topics' max.message.bytes (%s); using the settings'", error)
+        return {}
 
 
 def _accepts_connections(server: str, timeout: float = 5.0) -> bool:

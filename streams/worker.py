@@ -74,7 +74,8 @@ from streams.fetching import install
 from streams.publisher import RASA_ENVIRONMENT_HEADER
 from streams.settings import Settings, kafka_client_config
 from streams.stores import MemoryState, PartitionState, RocksState, Store, lock_state_dir
-from streams.topics import TABLES, Topics, changelog_topics, message_limits
+from streams.topics import TABLES, Topics, changelog_topics
+from streams.topics import message_limits as topic_limits
 
 log = logging.getLogger("trackerflow.worker")
 
@@ -472,7 +473,13 @@ class Sent(NamedTuple):
 class Worker:
     """One member of the worker group: consumer, per-partition producers, state and counters."""
 
-    def __init__(self, settings: Settings, *, domain: Domain | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        domain: Domain | None = None,
+        message_limits: Mapping[str, int] | None = None,
+    ) -> None:
         self.settings = settings
         self.domain = domain
         self.topics = Topics.from_settings(settings)
@@ -488,13 +495,13 @@ class Worker:
         self.reminder_counts = {"fired": 0, "missed": 0}
         self.transactions = 0  # committed
         self.reader = "aiokafka"  # what reads fetched record batches (see ``choose_reader``)
-        # topics that accept smaller record batches than the producer makes (a low
-        # max_record_bytes): the outbox cuts its batches to them
-        self._batch_limits = {
-            topic: limit
-            for topic, limit in message_limits(settings).items()
-            if limit < MAX_BATCH_BYTES
-        }
+        # topics that accept smaller record batches than the producer makes: the outbox cuts
+        # its batches to them. Their max.message.bytes as the settings make them, or as the
+        # broker has them (``message_limits``, from ensure_topics), whichever is smaller
+        limits = topic_limits(settings)
+        for topic, limit in (message_limits or {}).items():
+            limits[topic] = min(limit, limits.get(topic, limit))
+        self._batch_limits = {t: n for t, n in limits.items() if n < MAX_BATCH_BYTES}
         self.restored_records = 0  # changelog records read to take partitions
         self._state_lock: IO[bytes] | None = None
         self._record_headers = [(RASA_ENVIRONMENT_HEADER, settings.rasa_environment.encode())]

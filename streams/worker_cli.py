@@ -82,7 +82,7 @@ def worker(domain: Path | None, loglevel: str, **overrides: Any) -> None:
     parsed = load_domain(domain) if domain is not None else None
     try:
         settings = load_settings(**overrides)
-        ensure_topics(settings)
+        topics = ensure_topics(settings)
     except (SettingsError, TopicsError) as error:
         raise click.ClickException(str(error)) from None
     logging.basicConfig(
@@ -90,7 +90,7 @@ def worker(domain: Path | None, loglevel: str, **overrides: Any) -> None:
     )
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.root.level))
     try:
-        asyncio.run(run_worker(settings, domain=parsed))
+        asyncio.run(run_worker(settings, domain=parsed, message_limits=topics.limits))
     except (KafkaError, OSError, StateError) as error:
         raise click.ClickException(f"the worker stopped: {error}") from None
 

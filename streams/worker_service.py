@@ -12,7 +12,7 @@ import asyncio
 import signal
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib.metadata import version as package_version
 from typing import Any
 
@@ -125,13 +125,19 @@ class WorkerService(ConversationService):
         }
 
 
-async def run_worker(settings: Settings, *, domain: Domain | None = None) -> None:
-    """Run a worker and its HTTP API until SIGINT or SIGTERM."""
+async def run_worker(
+    settings: Settings,
+    *,
+    domain: Domain | None = None,
+    message_limits: Mapping[str, int] | None = None,
+) -> None:
+    """Run a worker and its HTTP API until SIGINT or SIGTERM (``message_limits``: the topics'
+    ``max.message.bytes``, as ``ensure_topics`` found them)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    worker = Worker(settings, domain=domain)
+    worker = Worker(settings, domain=domain, message_limits=message_limits)
     async with Publisher(settings) as publisher:
         service = WorkerService(worker, publisher, worker.url)
         runner = web.AppRunner(create_app(service, settings, domain=domain))

@@ -143,6 +143,12 @@ def test_ensure_topics_creates_every_topic_once(
     again = ensure_topics(settings)
     assert again.created == () and again.warnings == ()
     assert again.existing == tuple(names)
+    # what the broker has: the topics' own limits, the broker's default for the others
+    for report_ in (report, again):
+        assert report_.limits[topics.events] == 200_000 + RECORD_OVERHEAD
+        assert report_.limits[topics.dlq] == 400_000 + RECORD_OVERHEAD
+        assert report_.limits[topics.signals] == 1_048_588  # Kafka's default message.max.bytes
+        assert set(report_.limits) == set(names)
 
 
 @pytest.mark.broker
@@ -166,6 +172,22 @@ def test_existing_topics_are_left_alone_and_reported_when_smaller(
     assert f"topic {topics.events!r} has 2 partitions, fewer than the 5 configured" in warning
     assert partitions(admin, [topics.events]) == {topics.events: 2}
     assert configs(admin, topics.events)["retention.ms"] != "-1"  # its config was not touched
+    assert report.limits[topics.events] == 1_048_588  # its own, not what the settings make
+
+
+def test_limits_are_empty_when_the_broker_will_not_describe_configs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from kafka.errors import TopicAuthorizationFailedError
+
+    from streams.topics import _message_limits
+
+    class Refusing:
+        def describe_configs(self, *args: Any, **kwargs: Any) -> Any:
+            raise TopicAuthorizationFailedError("no")
+
+    assert _message_limits(Refusing(), ["t.events"]) == {}
+    assert "cannot read the topics' max.message.bytes" in caplog.text
 
 
 @pytest.mark.broker

@@ -558,14 +558,18 @@ def test_a_worker_with_other_partitions_per_transaction_waits_until_it_leads(run
     assert_folded_exactly_once(run, records, deadline_s=120)
 
 
+@pytest.mark.parametrize("worker_setting", [True, False], ids=["worker-set", "topics-only"])
 def test_a_low_record_limit_cuts_the_batches_to_what_the_topics_accept(
-    kafka_bootstrap: str, tmp_path: Path
+    kafka_bootstrap: str, tmp_path: Path, worker_setting: bool
 ) -> None:
     """With TRACKERFLOW_MAX_RECORD_BYTES=20000 the events and re-keyed topics accept record
     batches of about 84 KiB. A backlog of keyless 15 KB records makes a transaction re-key
     several of them into each re-keyed partition: those batches must be cut to fit, or the
-    transaction fails again and again."""
+    transaction fails again and again. The worker finds the limit in its settings, or (topics
+    created earlier with it, the worker without it) in the topics' configuration."""
     run = Run(kafka_bootstrap, tmp_path, max_record_bytes=20_000)
+    if not worker_setting:
+        run.max_record_bytes = None  # the topics keep theirs; the worker runs with the default
     try:
         text = "x" * 15_000
         records = [

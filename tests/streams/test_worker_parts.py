@@ -295,3 +295,16 @@ def test_batches_to_a_topic_with_a_smaller_limit_are_cut_to_it() -> None:
     assert [records for _, _, records, _ in signals] == [600]  # no limit: one batch
     assert [k for s in sent if s.topic == "t.events.rekeyed" for k in s.keys] == keys
     assert sum(b[2] for b in rekeyed) == 600
+
+
+def test_a_worker_cuts_batches_to_the_smaller_of_the_settings_and_the_brokers_limits() -> None:
+    settings = load_settings(topic_prefix="t", max_record_bytes=100_000)
+    broker = {"t.signals": 100_000, "t.events": 5_000_000, "t.dlq": 150_000}
+    worker = Worker(settings, message_limits=broker)
+    assert worker._batch_limits == {
+        "t.signals": 100_000,  # the broker's (the settings give signals no limit)
+        "t.events": 165_536,  # the settings' (the broker's is larger)
+        "t.events.rekeyed": 165_536,
+        "t.dlq": 150_000,  # the broker's (the settings' is 265,536)
+    }
+    assert Worker(load_settings())._batch_limits == {}  # 1 MiB records: nothing to cut
