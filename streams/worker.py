@@ -417,15 +417,14 @@ class Outbox:
             limit = self.limits.get(topic)
             batch = producer.create_batch()
             keys: list[bytes | None] = []
-            for key, value, headers in records:
+            for key, value, given in records:
+                headers = given or []
                 over = (
                     limit is not None
                     and keys
-                    and batch.size() + _estimate(key, value, headers or []) > limit
+                    and batch.size() + _estimate(key, value, headers) > limit
                 )
-                if not over and batch.append(
-                    key=key, value=value, timestamp=None, headers=headers or []
-                ):
+                if not over and batch.append(key=key, value=value, timestamp=None, headers=headers):
                     keys.append(key)
                     continue
                 # full (for the producer, or for the topic): send it and start another
@@ -433,12 +432,12 @@ class Outbox:
                     future = await producer.send_batch(batch, topic, partition=partition)
                     sent.append(Sent(topic, partition, future, keys))
                 batch, keys = producer.create_batch(), []
-                if batch.append(key=key, value=value, timestamp=None, headers=headers or []):
+                if batch.append(key=key, value=value, timestamp=None, headers=headers):
                     keys.append(key)
                     continue
                 # a single record larger than a batch goes on its own
                 future = await producer.send(
-                    topic, value, key=key, partition=partition, headers=headers
+                    topic, value, key=key, partition=partition, headers=given
                 )
                 sent.append(Sent(topic, partition, future, [key]))
             if keys:
