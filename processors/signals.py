@@ -84,15 +84,9 @@ def decide(
 ) -> tuple[SignalState, list[Signal]]:
     """The signals ``event`` causes, given the tracker's ``paused`` and ``followup_action``
     *after* applying it, and the new state to remember."""
+    if quiet(state.paused, state.pending_followup, event, paused):
+        return state, []
     kind = type(event)
-    if (
-        paused == state.paused
-        and state.pending_followup is None
-        and kind is not Restarted
-        and kind is not SessionStarted
-        and kind is not FollowupAction
-    ):
-        return state, []  # the common case: nothing to say, nothing to remember
     signals: list[Signal] = []
 
     def emit(kind: str, **data: Any) -> None:
@@ -115,6 +109,19 @@ def decide(
         emit(FOLLOWUP_ACTION, action=pending)
         pending = None
     return SignalState(paused, pending), signals
+
+
+def quiet(was_paused: bool, pending_followup: str | None, event: Event, paused: bool) -> bool:
+    """True if ``decide`` would answer no signals and the same state (the common case): the
+    flag did not change, no followup is held, and the event is none that may cause a signal."""
+    kind = type(event)
+    return (
+        paused == was_paused
+        and pending_followup is None
+        and kind is not Restarted
+        and kind is not SessionStarted
+        and kind is not FollowupAction
+    )
 
 
 def _followup_set_by(event: Event) -> str | None:

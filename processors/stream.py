@@ -12,6 +12,10 @@ Rules of this module (the shell owns the IO; this module owns the decisions):
   dead (it cannot be decoded; the shell sends the original bytes and the reason to the
   dead-letter topic). Every record is exactly one of these, so records in = folded + skipped +
   re-keyed + replaced + dead.
+* ``process_batch`` folds a batch of one partition's records exactly as ``process`` would one
+  by one, but answers only for the records the shell must act on (signals, skipped, re-keyed,
+  replaced, dead) and counts the others; it never raises for a record: one that makes the fold
+  fail (a bug, not bad input) is dead with an internal-error reason, and reported as a failure.
 * A record with the header ``trackerflow.control: replace`` (keyed by the conversation id, value
   ``{"request": "<id>"}``) empties the conversation: its history records are deleted (the
   worker's changelog gets tombstones), its count starts again at 0, the events after it are its
@@ -35,7 +39,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import MutableMapping, Sequence
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, Protocol
 
 import orjson
 
@@ -50,7 +54,7 @@ from events.wire import (
 )
 from processors.domain import Domain
 from processors.reminders import Pending, fire, observe
-from processors.signals import Signal, SignalState, Source, decide
+from processors.signals import Signal, SignalState, Source, decide, quiet
 from processors.tracker import DialogueStateTracker
 
 Head = dict[str, Any]
@@ -82,6 +86,30 @@ class Outcome(NamedTuple):
     event_time: float = 0.0  # the folded event's timestamp (0.0 for other outcomes)
 
 
+class Received(Protocol):
+    """One consumed record as the Kafka client hands it over (``ConsumerRecord``'s fields)."""
+
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def timestamp(self) -> int: ...  # milliseconds
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+
+
+class Batch(NamedTuple):
+    """What became of a batch of one partition's records (see ``StreamFolder.process_batch``)."""
+
+    folded: int  # records folded that cause no signal (they need nothing of the shell)
+    notable: list[tuple[int, Outcome]]  # (index in the batch, outcome) of every other record
+    event_time: float  # the latest folded event's timestamp (0.0 if none)
+    failures: list[tuple[int, Exception]]  # (index, error) of the records a bug made dead
+
+
 def history_key(conversation_id: str, seq: int) -> str:
     """The history-store key of a conversation's ``seq``-th event (sorts by conversation, seq)."""
     return f"{conversation_id}\x1f{seq:012d}"
@@ -111,31 +139,97 @@ class StreamFolder:
 
     def process(self, record: Inbound) -> Outcome:
         """Fold one record (see the module rules for the outcomes)."""
-        source = Source(record.topic, record.partition, record.offset)
+        topic, partition, offset = record.topic, record.partition, record.offset
+        step = self._step(
+            topic, partition, offset, record.key, record.value, record.timestamp, record.control
+        )
+        if isinstance(step, Outcome):
+            return step
+        conversation_id, event = step
+        signals = self._fold(conversation_id, event, topic, partition, offset)
+        source = Source(topic, partition, offset)
+        if signals is None:
+            return Outcome("skipped", source, conversation_id)
+        return Outcome("folded", source, conversation_id, signals, None, event.timestamp)
+
+    def process_batch(self, topic: str, partition: int, records: Sequence[Received]) -> Batch:
+        """Fold a batch of one partition's consecutive records, as ``process`` would one by one,
+        without an outcome for each record that is simply folded (most of them).
+
+        It never raises for a record: one that makes the fold fail (a bug, not bad input) is
+        dead, with an internal-error reason, and listed in ``failures``; cached trackers are
+        dropped then (one may hold the event half applied; heads and history do not, as they
+        change after the tracker), so they are rebuilt from history.
+        """
+        notable: list[tuple[int, Outcome]] = []
+        failures: list[tuple[int, Exception]] = []
+        folded, latest = 0, 0.0
+        step_of, fold = self._step, self._fold
+        for index, record in enumerate(records):
+            offset = record.offset
+            try:
+                headers = record.headers
+                control = control_of(headers) if headers else None
+                now = record.timestamp / 1000.0
+                step = step_of(topic, partition, offset, record.key, record.value, now, control)
+                if isinstance(step, Outcome):
+                    notable.append((index, step))
+                    continue
+                conversation_id, event = step
+                signals = fold(conversation_id, event, topic, partition, offset)
+            except Exception as error:  # a bug: keep the batch, make the record dead
+                self.forget()
+                failures.append((index, error))
+                notable.append((index, _internal_error(error, topic, partition, offset)))
+                continue
+            if signals is None:
+                skipped = Outcome("skipped", Source(topic, partition, offset), conversation_id)
+                notable.append((index, skipped))
+                continue
+            latest = max(latest, event.timestamp)
+            if signals:
+                source = Source(topic, partition, offset)
+                outcome = Outcome("folded", source, conversation_id, signals, None, event.timestamp)
+                notable.append((index, outcome))
+            else:
+                folded += 1
+        return Batch(folded, notable, latest, failures)
+
+    def _step(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        timestamp: float,
+        control: str | None,
+    ) -> Outcome | tuple[str, Any]:
+        """A record up to its fold: an outcome if it is not folded (dead, re-keyed, a
+        control), else its conversation id and event."""
         try:
-            conversation_id = _key(record)
-            if record.value is None:
+            conversation_id = _key(key)
+            if value is None:
                 raise InvalidField(
                     "the record has no value (a tombstone); expected a Rasa event",
                     expected="a JSON event object",
                     got="null value",
                 )
-            if record.control is not None:
-                return self._control(record, conversation_id, source)
+            if control is not None:
+                source = Source(topic, partition, offset)
+                return self._control(value, control, conversation_id, source)
             decoded = decode_record(
-                record.value,
-                now=record.timestamp,
+                value,
+                now=timestamp,
                 max_bytes=self.max_record_bytes,
                 conversation_id=conversation_id,
             )
         except EventError as error:
-            where = error.at(
-                topic=record.topic, partition=record.partition, kafka_offset=record.offset
-            )
-            return Outcome("dead", source, error=where)
+            where = error.at(topic=topic, partition=partition, kafka_offset=offset)
+            return Outcome("dead", Source(topic, partition, offset), error=where)
         if conversation_id is None:
-            return Outcome("rekeyed", source, decoded.sender_id)
-        return self._fold(decoded.sender_id, decoded.event, source)
+            return Outcome("rekeyed", Source(topic, partition, offset), decoded.sender_id)
+        return decoded.sender_id, decoded.event
 
     def _head(self, conversation_id: str) -> Head:
         """The conversation's head to change: the unflushed one, or a copy of the stored one."""
@@ -149,14 +243,15 @@ class StreamFolder:
         head["offsets"] = dict(stored["offsets"])
         return head
 
-    def _control(self, record: Inbound, conversation_id: str | None, source: Source) -> Outcome:
+    def _control(
+        self, value: bytes, control: str, conversation_id: str | None, source: Source
+    ) -> Outcome:
         """A control record (``replace``): the conversation starts again with no events."""
-        assert record.value is not None
-        if record.control != REPLACE:
+        if control != REPLACE:
             raise InvalidField(
-                f"unknown control {record.control!r} in header {CONTROL_HEADER!r}",
+                f"unknown control {control!r} in header {CONTROL_HEADER!r}",
                 expected=f"{REPLACE!r}",
-                got=repr(record.control),
+                got=repr(control),
             )
         if conversation_id is None:
             raise InvalidField(
@@ -165,7 +260,7 @@ class StreamFolder:
                 got="no key",
             )
         try:
-            body = orjson.loads(record.value)
+            body = orjson.loads(value)
         except orjson.JSONDecodeError:
             body = None
         if not isinstance(body, dict) or not isinstance(body.get("request", ""), str):
@@ -173,7 +268,7 @@ class StreamFolder:
                 "a replace control's value must be a JSON object with an optional string "
                 "'request' (the id its sender waits for)",
                 expected='{"request": "<id>"}',
-                got=f"{len(record.value)} bytes that are not such an object",
+                got=f"{len(value)} bytes that are not such an object",
             ).at(conversation_id=conversation_id)
         head = self._head(conversation_id)
         partition_key = _partition_key(source.topic, source.partition)
@@ -189,36 +284,42 @@ class StreamFolder:
         self._cache[conversation_id] = (source.partition, self._new_tracker(conversation_id))
         return Outcome("replaced", source, conversation_id)
 
-    def _fold(self, conversation_id: str, event: Any, source: Source) -> Outcome:
+    def _fold(
+        self, conversation_id: str, event: Any, topic: str, partition: int, offset: int
+    ) -> Sequence[Signal] | None:
+        """Fold the event into its conversation: the signals it causes, or None if its record
+        was folded before (a duplicate)."""
         head = self._head(conversation_id)
         offsets = head["offsets"]
-        partition_key = _partition_key(source.topic, source.partition)
-        if offsets.get(partition_key, -1) >= source.offset:
-            return Outcome("skipped", source, conversation_id)
-        tracker = self.tracker(conversation_id, partition=source.partition)
+        partition_key = _partition_key(topic, partition)
+        if offsets.get(partition_key, -1) >= offset:
+            return None
+        tracker = self.tracker(conversation_id, partition=partition)
         count = head["count"]
         tracker.update(event)
         self.history[history_key(conversation_id, count)] = dumps_kept(encode_event(event))
         remembered = head["signals"]
-        memory, signals = decide(
-            conversation_id,
-            SignalState(remembered[0], remembered[1]),
-            event,
-            tracker.paused,
-            tracker.followup_action,
-            source,
-        )
+        signals: Sequence[Signal] = ()
+        paused = tracker.paused
+        if not quiet(remembered[0], remembered[1], event, paused):
+            memory, signals = decide(
+                conversation_id,
+                SignalState(remembered[0], remembered[1]),
+                event,
+                paused,
+                tracker.followup_action,
+                Source(topic, partition, offset),
+            )
+            head["signals"] = list(memory)
         pending = head.get("reminders")
         if pending or type(event) is ReminderScheduled:
             changed = observe(pending or {}, event, count, tracker)
             if changed is not None:
                 _set_reminders(head, changed)
         head["count"] = count + 1
-        offsets[partition_key] = source.offset
-        if signals or memory[0] != remembered[0] or memory[1] != remembered[1]:
-            head["signals"] = list(memory)
+        offsets[partition_key] = offset
         self._live[conversation_id] = head
-        return Outcome("folded", source, conversation_id, signals, None, event.timestamp)
+        return signals
 
     def fire(
         self, conversation_id: str, name: str, due: float, now: float, grace_s: float
@@ -299,14 +400,31 @@ def _partition_key(topic: str, partition: int) -> str:
     return key
 
 
-def _key(record: Inbound) -> str | None:
-    if not record.key:
+def _key(key: bytes | None) -> str | None:
+    if not key:
         return None
     try:
-        return record.key.decode("utf-8")
+        return key.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidField(
             "the record key is not UTF-8; expected the conversation id",
             expected="a UTF-8 conversation id",
-            got=f"{len(record.key)} bytes",
+            got=f"{len(key)} bytes",
         ) from None
+
+
+def control_of(headers: Sequence[tuple[str, bytes]]) -> str | None:
+    """The value of a record's ``trackerflow.control`` header, if it has one."""
+    for name, value in headers:
+        if name == CONTROL_HEADER:
+            return bytes(value).decode("utf-8", "replace")
+    return None
+
+
+def _internal_error(error: Exception, topic: str, partition: int, offset: int) -> Outcome:
+    where = EventError(
+        f"internal error while folding: {type(error).__name__}: {error}",
+        expected="a record trackerflow can fold",
+        got="an event that triggered a bug (please report it with this record)",
+    ).at(topic=topic, partition=partition, kafka_offset=offset)
+    return Outcome("dead", Source(topic, partition, offset), error=where)

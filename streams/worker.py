@@ -64,12 +64,10 @@ from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
-from events.errors import EventError
 from events.wire import dumps, encode_record
 from processors.domain import Domain
 from processors.reminders import REMINDER_TRIGGERED, listing
-from processors.signals import Source
-from processors.stream import CONTROL_HEADER, Head, Inbound, Outcome, StreamFolder
+from processors.stream import Head, Outcome, StreamFolder
 from streams.fetching import install
 from streams.publisher import RASA_ENVIRONMENT_HEADER
 from streams.settings import Settings, kafka_client_config
@@ -830,20 +828,20 @@ class Worker:
         offsets: dict[TopicPartition, int] = {}
         folder, counts = owned.folder, self.counts
         for tp, messages in parts:
-            for message in messages:
-                record = Inbound(
+            batch = folder.process_batch(tp.topic, tp.partition, messages)
+            counts["folded"] += batch.folded
+            owned.event_time = max(owned.event_time, batch.event_time)
+            for index, error in batch.failures:
+                log.error(
+                    "folding %s:%d@%d failed",
                     tp.topic,
                     tp.partition,
-                    message.offset,
-                    message.key,
-                    message.value,
-                    message.timestamp / 1000.0,
-                    _control(message.headers),
+                    messages[index].offset,
+                    exc_info=error,
                 )
-                outcome = self._fold(folder, record)
+            for index, outcome in batch.notable:
                 counts[outcome.kind] += 1
-                owned.event_time = max(owned.event_time, outcome.event_time)
-                self._effects(outbox, outcome, record, message.headers)
+                self._effects(outbox, outcome, messages[index])
             offsets[tp] = messages[-1].offset + 1
         await self._fire_due(owned, outbox)
         changed = folder.flush()
@@ -860,25 +858,10 @@ class Worker:
             outbox.add(self.heads_changelog, number, POSITIONS_KEY, dumps(by_topic))
         return Positions(offsets, by_topic)
 
-    def _fold(self, folder: StreamFolder, record: Inbound) -> Outcome:
-        try:
-            return folder.process(record)
-        except Exception as error:  # a bug, not bad input: keep the worker and the record
-            log.exception("folding %s:%d@%d failed", record.topic, record.partition, record.offset)
-            # the conversation's cached tracker may hold the event half applied; its head and
-            # history do not (they change after the tracker), and the batch's other records
-            # stay folded: rebuild trackers from history instead of dropping the batch's heads
-            folder.forget()
-            where = EventError(
-                f"internal error while folding: {type(error).__name__}: {error}",
-                expected="a record trackerflow can fold",
-                got="an event that triggered a bug (please report it with this record)",
-            ).at(topic=record.topic, partition=record.partition, kafka_offset=record.offset)
-            return Outcome(
-                "dead", Source(record.topic, record.partition, record.offset), error=where
-            )
-
-    def _effects(self, outbox: Outbox, outcome: Outcome, record: Inbound, headers: Any) -> None:
+    def _effects(self, outbox: Outbox, outcome: Outcome, record: Any) -> None:
+        """Add what the record's outcome calls for (its signals, its dead letter, its re-keyed
+        copy) to ``outbox``; ``record`` is the consumed record."""
+        headers = record.headers
         sizes = self._sizes
         for signal in outcome.signals:
             key = signal.conversation_id.encode()
@@ -1152,13 +1135,6 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         await self.worker.assign(assigned)
-
-
-def _control(headers: Any) -> str | None:
-    for name, value in headers or ():
-        if name == CONTROL_HEADER:
-            return bytes(value).decode("utf-8", "replace")
-    return None
 
 
 def head_summary(head: Head) -> dict[str, Any]:

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import orjson
 import pytest
 
 from events.errors import InvalidField, InvalidJson, MissingField
 from processors import EventVerbosity
-from processors.stream import Inbound, StreamFolder, history_key
+from processors.stream import (
+    CONTROL_HEADER,
+    REPLACE,
+    Inbound,
+    Outcome,
+    StreamFolder,
+    control_of,
+    history_key,
+)
 
 SAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "samples" / "conversations.jsonl"
 
@@ -304,3 +313,124 @@ def test_a_reminder_firing_in_a_paused_conversation_is_logged_without_signals() 
     stream.flush()
     state = stream.heads["c1"]["state"]
     assert state["paused"] is True and state["latest_message"]["text"] == "EXTERNAL: i"
+
+
+class Consumed(NamedTuple):
+    """A consumed record as the Kafka client hands it to ``process_batch``."""
+
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: int  # milliseconds
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+def _consumed(record: Inbound) -> Consumed:
+    headers = (("RASA_ENVIRONMENT", b"production"),)
+    if record.control is not None:
+        headers += ((CONTROL_HEADER, record.control.encode()),)
+    return Consumed(record.offset, record.key, record.value, int(record.timestamp * 1000), headers)
+
+
+def _mixed(partition: int) -> list[Inbound]:
+    """One partition's records of every kind: folded (with and without signals), duplicates,
+    dead, re-keyed, controls, good and bad."""
+    sample = [r for r in records() if r.partition == partition][:400]
+    out = [r._replace(offset=offset) for offset, r in enumerate(sample)]
+    n = len(out)
+    pause = b'{"sender_id": "c1", "event": "pause", "timestamp": 2.0}'
+    follow = b'{"sender_id": "c1", "event": "followup", "name": "utter_x", "timestamp": 3.0}'
+    resume = b'{"sender_id": "c1", "event": "resume", "timestamp": 4.0}'
+    more = [
+        (b"c1", pause, None),
+        (b"c1", follow, None),  # held back: paused
+        (b"c1", resume, None),  # resumed, and the held followup comes out
+        (b"c1", b"{not json", None),
+        (b"c1", None, None),
+        (None, b'{"sender_id": "c7", "event": "pause", "timestamp": 5.0}', None),
+        (b"c1", b'{"request": "r9"}', REPLACE),
+        (b"c1", b"{}", "explode"),
+        (b"c1", follow, None),
+    ]
+    for offset, (key, value, control) in enumerate(more, n):
+        out.append(Inbound("t.events", partition, offset, key, value, 1_700_000_000.0, control))
+    return out[:150] + out[100:]  # offsets 100..149 come again: duplicates
+
+
+def _plain(outcome: Outcome) -> Outcome:
+    """The outcome with its error as (class, message): comparable with another's."""
+    error = outcome.error
+    return outcome._replace(error=None if error is None else (type(error), str(error)))
+
+
+@pytest.mark.parametrize("size", [1, 7, 1000])
+def test_a_batch_folds_like_its_records_one_by_one(size: int) -> None:
+    one, batched = folder(), folder()
+    for partition in (0, 1):
+        mixed = _mixed(partition)
+        expected = [one.process(r) for r in mixed]
+        outcomes: dict[int, Outcome] = {}
+        folded, latest = 0, 0.0
+        for start in range(0, len(mixed), size):
+            chunk = [_consumed(r) for r in mixed[start : start + size]]
+            batch = batched.process_batch("t.events", partition, chunk)
+            outcomes.update((start + index, _plain(outcome)) for index, outcome in batch.notable)
+            folded, latest = folded + batch.folded, max(latest, batch.event_time)
+            assert batch.failures == []
+        simple = [o for o in expected if o.kind == "folded" and not o.signals]
+        assert folded == len(simple)
+        assert outcomes == {i: _plain(o) for i, o in enumerate(expected) if o not in simple}
+        assert latest == max(o.event_time for o in expected)
+        assert one.flush() == batched.flush()
+    kinds = {o.kind for o in outcomes.values()}
+    assert kinds == {"folded", "skipped", "dead", "rekeyed", "replaced"}
+    assert one.heads == batched.heads and one.history == batched.history
+
+
+def test_a_record_that_fails_to_fold_is_dead_and_the_batch_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from processors import DialogueStateTracker
+
+    slots = [r for r in records() if r.value and b'"slot"' in r.value][:30]
+    victim = slots[-1]  # the last of its conversation here: no later event sets its slot
+    others = [r for r in records() if r.key != victim.key][-20:]  # folded after the failure
+    mixed = [r._replace(partition=0, offset=offset) for offset, r in enumerate(slots + others)]
+    reference = folder()
+    for r in mixed[:29] + mixed[30:]:
+        reference.process(r)
+    update = DialogueStateTracker.update
+
+    def failing(tracker: DialogueStateTracker, event: Any) -> None:
+        update(tracker, event)  # half applied: the tracker has it, the head and history not
+        if event.timestamp == orjson.loads(victim.value or b"")["timestamp"]:
+            raise RuntimeError("boom")
+
+    monkeypatch.setattr(DialogueStateTracker, "update", failing)
+    stream = folder()
+    batch = stream.process_batch("t.events", 0, [_consumed(r) for r in mixed])
+    monkeypatch.setattr(DialogueStateTracker, "update", update)
+    [(index, error)] = batch.failures
+    assert index == 29 and isinstance(error, RuntimeError)
+    [(at, dead)] = [(i, o) for i, o in batch.notable if o.kind == "dead"]
+    assert at == index and "internal error while folding: RuntimeError: boom" in str(dead.error)
+    assert "topic 't.events' partition 0 offset 29" in str(dead.error)
+    assert batch.folded + len(batch.notable) == len(mixed)
+    # the cached trackers were dropped: the conversations are rebuilt from their history, which
+    # does not hold the failed event, so they are the reference's trackers
+    assert stream.flush() == reference.flush() and stream.heads == reference.heads
+
+
+@pytest.mark.parametrize(
+    ("headers", "control"),
+    [
+        ((), None),
+        ((("RASA_ENVIRONMENT", b"prod"),), None),
+        ((("RASA_ENVIRONMENT", b"prod"), (CONTROL_HEADER, b"replace")), "replace"),
+        (((CONTROL_HEADER, b"\xffx"),), "\ufffdx"),
+    ],
+)
+def test_the_control_header_is_read_from_the_record_headers(
+    headers: tuple[tuple[str, bytes], ...], control: str | None
+) -> None:
+    assert control_of(headers) == control
