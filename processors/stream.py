@@ -146,7 +146,8 @@ class StreamFolder:
         if isinstance(step, Outcome):
             return step
         conversation_id, event = step
-        signals = self._fold(conversation_id, event, topic, partition, offset)
+        partition_key = _partition_key(topic, partition)
+        signals = self._fold(conversation_id, event, topic, partition, offset, partition_key)
         source = Source(topic, partition, offset)
         if signals is None:
             return Outcome("skipped", source, conversation_id)
@@ -165,6 +166,7 @@ class StreamFolder:
         failures: list[tuple[int, Exception]] = []
         folded, latest = 0, 0.0
         step_of, fold = self._step, self._fold
+        partition_key = _partition_key(topic, partition)
         for index, record in enumerate(records):
             offset = record.offset
             try:
@@ -176,7 +178,7 @@ class StreamFolder:
                     notable.append((index, step))
                     continue
                 conversation_id, event = step
-                signals = fold(conversation_id, event, topic, partition, offset)
+                signals = fold(conversation_id, event, topic, partition, offset, partition_key)
             except Exception as error:  # a bug: keep the batch, make the record dead
                 self.forget()
                 failures.append((index, error))
@@ -285,16 +287,26 @@ class StreamFolder:
         return Outcome("replaced", source, conversation_id)
 
     def _fold(
-        self, conversation_id: str, event: Any, topic: str, partition: int, offset: int
+        self,
+        conversation_id: str,
+        event: Any,
+        topic: str,
+        partition: int,
+        offset: int,
+        partition_key: str,
     ) -> Sequence[Signal] | None:
         """Fold the event into its conversation: the signals it causes, or None if its record
-        was folded before (a duplicate)."""
-        head = self._head(conversation_id)
+        was folded before (a duplicate). ``partition_key`` is ``_partition_key``'s."""
+        head = self._live.get(conversation_id) or self._head(conversation_id)
         offsets = head["offsets"]
-        partition_key = _partition_key(topic, partition)
         if offsets.get(partition_key, -1) >= offset:
             return None
-        tracker = self.tracker(conversation_id, partition=partition)
+        cached = self._cache.get(conversation_id)  # the tracker: cached, or else rebuilt
+        if cached is not None:
+            self._cache.move_to_end(conversation_id)
+            tracker = cached[1]
+        else:
+            tracker = self.tracker(conversation_id, partition=partition)
         count = head["count"]
         tracker.update(event)
         self.history[history_key(conversation_id, count)] = dumps_kept(encode_event(event))
