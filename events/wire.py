@@ -367,6 +367,26 @@ def dumps_kept(obj: Any) -> bytes:
     return memoryview(orjson.dumps(obj)).tobytes()
 
 
+def encode_kept_python(event: Event) -> bytes:
+    """The bytes a history record keeps for ``event``: ``dumps_kept(encode_event(event))``."""
+    return dumps_kept(encode_event(event))
+
+
+def _compiled(encode: Callable[[Event], bytes | None]) -> Callable[[Event], bytes]:
+    """``encode_kept`` with the compiled encoder first (None from it: the Python one)."""
+
+    def encode_kept(event: Event) -> bytes:
+        encoded = encode(event)
+        return encoded if encoded is not None else dumps_kept(encode_event(event))
+
+    return encode_kept
+
+
+_ENCODE: Final[Callable[[Event], bytes | None] | None] = getattr(_NATIVE, "encode", None)
+# the compiled encoder when built: exactly the Python encoder's bytes for the events it takes
+encode_kept: Final = encode_kept_python if _ENCODE is None else _compiled(_ENCODE)
+
+
 def dumps_rasa(obj: Any) -> bytes:
     """JSON byte-identical to Rasa's Kafka broker: ``json.dumps`` defaults, encoded as UTF-8."""
     return json.dumps(obj).encode("utf-8")

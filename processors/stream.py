@@ -49,8 +49,7 @@ from events.wire import (
     DEFAULT_MAX_RECORD_BYTES,
     decode_event,
     decode_record,
-    dumps_kept,
-    encode_event,
+    encode_kept,
 )
 from processors.domain import Domain
 from processors.reminders import Pending, fire, observe
@@ -309,7 +308,7 @@ class StreamFolder:
             tracker = self.tracker(conversation_id, partition=partition)
         count = head["count"]
         tracker.update(event)
-        self.history[history_key(conversation_id, count)] = dumps_kept(encode_event(event))
+        self.history[history_key(conversation_id, count)] = encode_kept(event)
         remembered = head["signals"]
         signals: Sequence[Signal] = ()
         paused = tracker.paused

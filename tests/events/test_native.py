@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import threading
 from pathlib import Path
@@ -356,3 +357,114 @@ def test_long_metadata_is_not_kept_for_sharing() -> None:
     big = '{"sender_id":"c","event":"action","name":"a","metadata":{"k":"%s"}}' % ("x" * 3000)
     first, second = FAST(big.encode(), NOW, None), FAST(big.encode(), NOW, None)
     assert first == second and first.event.metadata is not second.event.metadata
+
+
+# -- the compiled history encoder (encode.rs): the Python encoder's bytes, or None -------------
+ENCODE = None if wire._NATIVE is None else wire._NATIVE.encode
+
+
+def encoded(event: Event) -> bytes | None:
+    """The compiled encoder's bytes for ``event``, checked against the Python encoder's."""
+    assert ENCODE is not None
+    fast = ENCODE(event)
+    assert fast is None or fast == wire.encode_kept_python(event)
+    return fast
+
+
+@ROOMY
+@given(any_events())
+def test_every_event_encodes_to_the_python_bytes_or_defers(event: Event) -> None:
+    fast = encoded(event)
+    assert (fast is not None) == (event.TAG in NATIVE_TAGS)
+    assert wire.encode_kept(event) == wire.encode_kept_python(event)
+    assert wire.decode_event(wire.encode_kept(event)) == event
+
+
+@ROOMY
+@given(json_values, st.floats(allow_nan=False, allow_infinity=False))
+def test_json_values_and_floats_encode_as_orjson_writes_them(value: Any, number: float) -> None:
+    assert encoded(m.SlotSet(key="s", value=value, timestamp=number)) is not None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        0.0,
+        -0.0,
+        1e16,
+        1e15,
+        1.5e-7,
+        1e-5,
+        5e-324,
+        1.7976931348623157e308,
+        2**63 - 1,
+        -(2**63),
+        2**64 - 1,
+        True,
+        None,
+        '\x00\x1f\x7f"\\/\u2028é\n\t\r\b\f😀',
+        {"a": [1, {"b": [None, 2.5]}], "": {}},
+    ],
+)
+def test_edge_values_encode_as_orjson_writes_them(value: Any) -> None:
+    assert encoded(m.SlotSet(key="s", value=value, timestamp=1.0)) is not None
+
+
+class Subclassed(dict[str, Any]):
+    pass
+
+
+def _nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("value", "python"),
+    [
+        (float("nan"), b"null"),
+        (float("inf"), b"null"),
+        ((1, 2), b"[1,2]"),
+        (Subclassed(a=1), b'{"a":1}'),
+        (_nested(200), orjson.dumps(_nested(200))),
+        (2**64, TypeError),
+        ({1: "x"}, TypeError),
+        ("\ud800", TypeError),
+    ],
+)
+def test_values_json_decoding_does_not_make_are_left_to_the_python_encoder(
+    value: Any, python: bytes | type[Exception]
+) -> None:
+    event = m.SlotSet(key="s", value=value, timestamp=1.0)
+    assert encoded(event) is None
+    if isinstance(python, bytes):
+        assert (
+            wire.encode_kept(event)
+            == b'{"event":"slot","timestamp":1.0,"name":"s","value":%s}' % python
+        )
+    else:
+        with pytest.raises(python):
+            wire.encode_kept(event)
+
+
+def test_events_of_other_tags_are_left_to_the_python_encoder() -> None:
+    event = m.ReminderCancelled(name="r", timestamp=2.0)
+    assert encoded(event) is None
+    assert wire.encode_kept(event) == wire.encode_kept_python(event)
+
+
+def test_random_floats_encode_as_orjson_writes_them() -> None:
+    import random
+    import struct
+
+    rng = random.Random(7)
+    numbers = [
+        struct.unpack("<d", struct.pack("<Q", rng.getrandbits(64)))[0] for _ in range(20_000)
+    ]
+    numbers += [rng.random() * 10 ** rng.randint(-12, 24) for _ in range(20_000)]
+    finite = [x for x in numbers if math.isfinite(x)]
+    assert len(finite) > 39_000
+    event = m.SlotSet(key="s", value=finite, timestamp=1.0)
+    assert encoded(event) is not None

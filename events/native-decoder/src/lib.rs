@@ -19,6 +19,7 @@
 //! * Events are built like `events.model.build_*` do: allocated by their type and their slots
 //!   filled directly (a frozen dataclass's `__init__` costs more than parsing the record).
 
+mod encode;
 mod records;
 
 use std::borrow::Cow;
@@ -431,6 +432,8 @@ struct Caches {
 #[pyclass(module = "events._native")]
 struct Decoder {
     kinds: HashMap<&'static str, Kind>,
+    /// Each event class (by its address) with how `encode` writes it and its slot offsets.
+    encoders: HashMap<usize, (encode::Layout, Vec<isize>)>,
     record: Py<PyType>,
     caches: Mutex<Caches>,
     /// `events.wire.decode_record_python`, for whatever this decoder defers.
@@ -759,11 +762,15 @@ impl Decoder {
         default_max_bytes: usize,
     ) -> PyResult<Self> {
         let mut kinds = HashMap::default();
+        let mut encoders = HashMap::default();
         for (tag, class_name, allowed, slots) in TAGS {
             let cls = classes
                 .get_item(class_name)?
                 .ok_or_else(|| PyValueError::new_err(format!("no class {class_name}")))?;
-            kinds.insert(*tag, Kind::new(cls.cast::<PyType>()?, slots, *allowed)?);
+            let kind = Kind::new(cls.cast::<PyType>()?, slots, *allowed)?;
+            let layout = encode::layout(tag);
+            encoders.insert(cls.as_ptr() as usize, (layout, kind.offsets.clone()));
+            kinds.insert(*tag, kind);
         }
         let tuple = record.py().get_type::<PyTuple>();
         let fields = record
@@ -777,6 +784,7 @@ impl Decoder {
         }
         Ok(Decoder {
             kinds,
+            encoders,
             record: record.clone().unbind(),
             caches: Mutex::new(Caches::default()),
             fallback,
@@ -827,6 +835,18 @@ impl Decoder {
         }
         kwargs.set_item("conversation_id", conversation_id)?;
         self.fallback.bind(py).call((data,), Some(&kwargs))
+    }
+
+    /// The bytes `events.wire.encode_kept` keeps for `event` (exactly the Python encoder's), or
+    /// None when the Python encoder must write them (see `encode.rs`).
+    fn encode<'py>(
+        &self,
+        py: Python<'py>,
+        event: &Bound<'py, PyAny>,
+    ) -> Option<Bound<'py, PyBytes>> {
+        let (layout, offsets) = self.encoders.get(&(event.get_type().as_ptr() as usize))?;
+        let bytes = encode::event(event, layout, offsets)?;
+        Some(PyBytes::new(py, &bytes))
     }
 
     /// The `Record` in `data` (one JSON object), or None when the Python decoder must decide.
