@@ -97,7 +97,7 @@ class Received(Protocol):
     @property
     def timestamp(self) -> int: ...  # milliseconds
     @property
-    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+    def headers(self) -> Sequence[tuple[str, bytes | None]]: ...
 
 
 class Batch(NamedTuple):
@@ -311,6 +311,7 @@ class StreamFolder:
         self.history[history_key(conversation_id, count)] = encode_kept(event)
         remembered = head["signals"]
         signals: Sequence[Signal] = ()
+        memory: SignalState | None = None
         paused = tracker.paused
         if not quiet(remembered[0], remembered[1], event, paused):
             memory, signals = decide(
@@ -321,12 +322,13 @@ class StreamFolder:
                 tracker.followup_action,
                 Source(topic, partition, offset),
             )
-            head["signals"] = list(memory)
         pending = head.get("reminders")
         if pending or type(event) is ReminderScheduled:
             changed = observe(pending or {}, event, count, tracker)
             if changed is not None:
                 _set_reminders(head, changed)
+        if memory is not None:
+            head["signals"] = list(memory)
         head["count"] = count + 1
         offsets[partition_key] = offset
         self._live[conversation_id] = head
@@ -424,11 +426,12 @@ def _key(key: bytes | None) -> str | None:
         ) from None
 
 
-def control_of(headers: Sequence[tuple[str, bytes]]) -> str | None:
-    """The value of a record's ``trackerflow.control`` header, if it has one."""
+def control_of(headers: Sequence[tuple[str, bytes | None]]) -> str | None:
+    """The value of a record's ``trackerflow.control`` header, if it has one (a header
+    without a value reads as ``""``, which no control is)."""
     for name, value in headers:
         if name == CONTROL_HEADER:
-            return bytes(value).decode("utf-8", "replace")
+            return "" if value is None else bytes(value).decode("utf-8", "replace")
     return None
 
 

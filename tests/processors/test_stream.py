@@ -428,9 +428,16 @@ def test_a_record_that_fails_to_fold_is_dead_and_the_batch_goes_on(
         ((("RASA_ENVIRONMENT", b"prod"),), None),
         ((("RASA_ENVIRONMENT", b"prod"), (CONTROL_HEADER, b"replace")), "replace"),
         (((CONTROL_HEADER, b"\xffx"),), "\ufffdx"),
+        (((CONTROL_HEADER, None),), ""),
     ],
 )
 def test_the_control_header_is_read_from_the_record_headers(
-    headers: tuple[tuple[str, bytes], ...], control: str | None
+    headers: tuple[tuple[str, bytes | None], ...], control: str | None
 ) -> None:
     assert control_of(headers) == control
+
+
+def test_a_control_header_without_a_value_makes_the_record_dead() -> None:
+    record = Consumed(0, b"c1", b"{}", 1000, ((CONTROL_HEADER, None),))  # type: ignore[arg-type]
+    [(index, outcome)] = folder().process_batch("t.events", 0, [record]).notable
+    assert index == 0 and outcome.kind == "dead" and "unknown control ''" in str(outcome.error)
