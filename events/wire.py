@@ -377,7 +377,7 @@ def _compiled(encode: Callable[[Event], bytes | None]) -> Callable[[Event], byte
 
     def encode_kept(event: Event) -> bytes:
         encoded = encode(event)
-        return encoded if encoded is not None else dumps_kept(encode_event(event))
+        return encoded if encoded is not None else encode_kept_python(event)
 
     return encode_kept
 

@@ -11,8 +11,10 @@
 //!   surrogate, nesting deeper than `MAX_DEPTH`) defers.
 //! * Numbers and strings are written as orjson writes them: floats in the shortest form that
 //!   reads back the same, in decimal notation for exponents from -5 to 15 and scientific
-//!   (`1e+16`, `1.5e-7`) beyond; strings as UTF-8 with `"`, `\` and control characters escaped.
+//!   (`1e+16`, `1.5e-7`) beyond (the `zmij` crate writes them so); strings as UTF-8 with `"`,
+//!   `\` and control characters escaped.
 
+use pyo3::exceptions::PyValueError;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString};
@@ -21,49 +23,78 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString};
 const MAX_DEPTH: usize = 128;
 
 /// How a tag's event is written after `"event"`, `"timestamp"` and a non-empty `"metadata"`:
-/// its JSON keys with the index of the slot each comes from (slots count from the decoder's
-/// `Kind` offsets: 0 is `timestamp`, 1 `metadata`), then whether an empty `metadata` is written
-/// last (the user and bot encoders write it whatever it holds).
+/// its JSON keys with the byte offset of the slot each comes from, then whether an empty
+/// `metadata` is written last (the user and bot encoders write it whatever it holds).
 pub(crate) struct Layout {
-    pub(crate) tag: &'static str,
-    pub(crate) keys: &'static [(&'static str, usize)],
-    pub(crate) metadata_last: bool,
+    tag: &'static str,
+    timestamp: isize,
+    metadata: isize,
+    keys: Vec<(&'static str, isize)>,
+    metadata_last: bool,
 }
 
-/// The layout of every tag in `TAGS`, as `events.wire`'s encoders write it.
-pub(crate) fn layout(tag: &'static str) -> Layout {
-    let (keys, metadata_last): (&'static [(&'static str, usize)], bool) = match tag {
-        "user" => (
-            &[
-                ("text", 2),
-                ("parse_data", 5),
-                ("input_channel", 6),
-                ("message_id", 7),
-            ],
-            true,
-        ),
-        "user_featurization" => (&[("use_text_for_featurization", 2)], false),
-        "bot" => (&[("text", 2), ("data", 3)], true),
-        "action" => (
-            &[
-                ("name", 2),
-                ("policy", 3),
-                ("confidence", 4),
-                ("action_text", 5),
-                ("hide_rule_turn", 6),
-            ],
-            false,
-        ),
-        "slot" => (&[("name", 2), ("value", 3)], false),
-        "followup" | "active_loop" => (&[("name", 2)], false),
-        "loop_interrupted" => (&[("is_interrupted", 2)], false),
-        "action_execution_rejected" => (&[("name", 2), ("policy", 3), ("confidence", 4)], false),
-        _ => (&[], false),
-    };
-    Layout {
-        tag,
-        keys,
-        metadata_last,
+impl Layout {
+    /// The layout of `tag`, as `events.wire`'s encoders write it; `slots` are the names of the
+    /// class's slots the decoder fills, `offsets` theirs (after `timestamp` and `metadata`).
+    pub(crate) fn new(tag: &'static str, slots: &[&str], offsets: &[isize]) -> PyResult<Self> {
+        let (keys, metadata_last): (&[(&'static str, &str)], bool) = match tag {
+            "user" => (
+                &[
+                    ("text", "text"),
+                    ("parse_data", "parse_data"),
+                    ("input_channel", "input_channel"),
+                    ("message_id", "message_id"),
+                ],
+                true,
+            ),
+            "bot" => (&[("text", "text"), ("data", "data")], true),
+            "action" => (
+                &[
+                    ("name", "action_name"),
+                    ("policy", "policy"),
+                    ("confidence", "confidence"),
+                    ("action_text", "action_text"),
+                    ("hide_rule_turn", "hide_rule_turn"),
+                ],
+                false,
+            ),
+            "slot" => (&[("name", "key"), ("value", "value")], false),
+            "followup" => (&[("name", "action_name")], false),
+            "action_execution_rejected" => (
+                &[
+                    ("name", "action_name"),
+                    ("policy", "policy"),
+                    ("confidence", "confidence"),
+                ],
+                false,
+            ),
+            // the key is the slot's name
+            "user_featurization" => (
+                &[("use_text_for_featurization", "use_text_for_featurization")],
+                false,
+            ),
+            "active_loop" => (&[("name", "name")], false),
+            "loop_interrupted" => (&[("is_interrupted", "is_interrupted")], false),
+            _ => (&[], false),
+        };
+        let keys = keys
+            .iter()
+            .map(
+                |(key, name)| match slots.iter().position(|slot| slot == name) {
+                    Some(at) => Ok((*key, offsets[at + 2])),
+                    None => Err(PyValueError::new_err(format!(
+                        "the {tag} event has no slot {name}"
+                    ))),
+                },
+            )
+            .collect::<PyResult<_>>()?;
+        Ok(Layout {
+            tag,
+            timestamp: offsets[0],
+            metadata: offsets[1],
+            keys,
+            metadata_last,
+        })
     }
 }
 
@@ -77,28 +108,24 @@ fn slot<'py>(event: &Bound<'py, PyAny>, offset: isize) -> Option<Bound<'py, PyAn
     }
 }
 
-/// The event's JSON, or `None` to defer. `offsets` are its type's slot offsets.
-pub(crate) fn event(
-    event: &Bound<'_, PyAny>,
-    layout: &Layout,
-    offsets: &[isize],
-) -> Option<Vec<u8>> {
+/// The event's JSON, or `None` to defer. `layout` is its exact type's.
+pub(crate) fn event(event: &Bound<'_, PyAny>, layout: &Layout) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(b"{\"event\":");
     string(&mut out, layout.tag);
     out.extend_from_slice(b",\"timestamp\":");
-    value(&mut out, &slot(event, offsets[0])?, 0)?;
-    let metadata = slot(event, offsets[1])?;
+    value(&mut out, &slot(event, layout.timestamp)?, 0)?;
+    let metadata = slot(event, layout.metadata)?;
     let empty = metadata.cast_exact::<PyDict>().ok()?.is_empty();
     if !empty {
         out.extend_from_slice(b",\"metadata\":");
         value(&mut out, &metadata, 0)?;
     }
-    for (key, index) in layout.keys {
+    for (key, offset) in &layout.keys {
         out.push(b',');
         string(&mut out, key);
         out.push(b':');
-        value(&mut out, &slot(event, *offsets.get(*index)?)?, 0)?;
+        value(&mut out, &slot(event, *offset)?, 0)?;
     }
     if empty && layout.metadata_last {
         out.extend_from_slice(b",\"metadata\":{}");
@@ -207,14 +234,6 @@ const ESCAPE: [bool; 256] = {
 fn float(out: &mut Vec<u8>, number: f64) -> Option<()> {
     if !number.is_finite() {
         return None;
-    }
-    if number == 0.0 {
-        out.extend_from_slice(if number.is_sign_negative() {
-            b"-0.0"
-        } else {
-            b"0.0"
-        });
-        return Some(());
     }
     let mut buffer = zmij::Buffer::new();
     out.extend_from_slice(buffer.format_finite(number).as_bytes());

@@ -433,7 +433,7 @@ struct Caches {
 struct Decoder {
     kinds: HashMap<&'static str, Kind>,
     /// Each event class (by its address) with how `encode` writes it and its slot offsets.
-    encoders: HashMap<usize, (encode::Layout, Vec<isize>)>,
+    encoders: HashMap<usize, encode::Layout>,
     record: Py<PyType>,
     caches: Mutex<Caches>,
     /// `events.wire.decode_record_python`, for whatever this decoder defers.
@@ -768,8 +768,8 @@ impl Decoder {
                 .get_item(class_name)?
                 .ok_or_else(|| PyValueError::new_err(format!("no class {class_name}")))?;
             let kind = Kind::new(cls.cast::<PyType>()?, slots, *allowed)?;
-            let layout = encode::layout(tag);
-            encoders.insert(cls.as_ptr() as usize, (layout, kind.offsets.clone()));
+            let layout = encode::Layout::new(tag, slots, &kind.offsets)?;
+            encoders.insert(cls.as_ptr() as usize, layout);
             kinds.insert(*tag, kind);
         }
         let tuple = record.py().get_type::<PyTuple>();
@@ -844,8 +844,8 @@ impl Decoder {
         py: Python<'py>,
         event: &Bound<'py, PyAny>,
     ) -> Option<Bound<'py, PyBytes>> {
-        let (layout, offsets) = self.encoders.get(&(event.get_type().as_ptr() as usize))?;
-        let bytes = encode::event(event, layout, offsets)?;
+        let layout = self.encoders.get(&(event.get_type().as_ptr() as usize))?;
+        let bytes = encode::event(event, layout)?;
         Some(PyBytes::new(py, &bytes))
     }
 
