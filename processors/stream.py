@@ -24,6 +24,12 @@ Rules of this module (the shell owns the IO; this module owns the decisions):
 * Heads are written at ``flush`` (the shell calls it before it persists a batch): a
   conversation's ``state`` is computed once per batch, not once per event. Until then the
   folder keeps the changed heads itself, so deduplication and rebuilding already see them.
+* What the changelogs cannot take is dead, not folded: with ``max_kept_bytes`` (the largest
+  record value the worker's changelog topics accept), an event whose history record would be
+  larger, or a ``reminder`` event that would make the conversation's pending reminders take
+  more than half of that, is a dead record (``RecordTooLarge``) and changes nothing. A head
+  too large with its ``state`` is kept without it (``encode_head``): the state is the tracker's,
+  which history rebuilds.
 * Pending reminders live in the head (``reminders``, see ``processors.reminders``), updated as
   events are folded; ``fire`` takes a due one out and says what to publish.
 * Trackers are cached in memory (least recently used first out). A conversation that is not
@@ -43,7 +49,7 @@ from typing import Any, Literal, NamedTuple, Protocol
 
 import orjson
 
-from events.errors import EventError, InvalidField
+from events.errors import EventError, InvalidField, RecordTooLarge
 from events.model import ReminderScheduled, UserUttered
 from events.wire import (
     DEFAULT_MAX_RECORD_BYTES,
@@ -109,6 +115,26 @@ class Batch(NamedTuple):
     failures: list[tuple[int, Exception]]  # (index, error) of the records a bug made dead
 
 
+def encode_head(head: Head, room: int | None = None) -> bytes:
+    """A head as the heads store writes it: JSON, and without its ``state`` (null) if it would
+    take more than ``room`` bytes; the state is then the tracker's (history rebuilds it).
+
+    Raises ``ValueError`` if the head is too large even without its state (only fields of
+    absurd size can make it so: pending reminders are kept to half of ``room`` by the fold).
+    """
+    data = orjson.dumps(head)
+    if room is None or len(data) <= room:
+        return data
+    state = head.get("state") or {}
+    smaller = orjson.dumps({**head, "state": None})
+    if len(smaller) > room:
+        raise ValueError(
+            f"the head of conversation {state.get('sender_id')!r} is {len(smaller)} bytes "
+            f"without its state, over the {room} bytes its changelog takes"
+        )
+    return smaller
+
+
 def history_key(conversation_id: str, seq: int) -> str:
     """The history-store key of a conversation's ``seq``-th event (sorts by conversation, seq)."""
     return f"{conversation_id}\x1f{seq:012d}"
@@ -126,12 +152,14 @@ class StreamFolder:
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
         cache_size: int = 10_000,
         max_event_history: int | None = None,
+        max_kept_bytes: int | None = None,
     ) -> None:
         self.heads = heads
         self.history = history
         self.domain = domain
         self.max_event_history = max_event_history
         self.max_record_bytes = max_record_bytes
+        self.max_kept_bytes = max_kept_bytes  # the changelogs' largest record value (None: any)
         self.cache_size = cache_size
         self._cache: OrderedDict[str, tuple[int, DialogueStateTracker]] = OrderedDict()
         self._live: dict[str, Head] = {}  # folded since the last flush; no "state" yet
@@ -146,8 +174,11 @@ class StreamFolder:
             return step
         conversation_id, event = step
         partition_key = _partition_key(topic, partition)
-        signals = self._fold(conversation_id, event, topic, partition, offset, partition_key)
         source = Source(topic, partition, offset)
+        try:
+            signals = self._fold(conversation_id, event, topic, partition, offset, partition_key)
+        except EventError as error:  # the changelogs could not keep it (see max_kept_bytes)
+            return _unkept(error, source, conversation_id)
         if signals is None:
             return Outcome("skipped", source, conversation_id)
         return Outcome("folded", source, conversation_id, signals, None, event.timestamp)
@@ -178,6 +209,10 @@ class StreamFolder:
                     continue
                 conversation_id, event = step
                 signals = fold(conversation_id, event, topic, partition, offset, partition_key)
+            except EventError as error:  # the changelogs could not keep it (see max_kept_bytes)
+                source = Source(topic, partition, offset)
+                notable.append((index, _unkept(error, source, conversation_id)))
+                continue
             except Exception as error:  # a bug: keep the batch, make the record dead
                 self.forget()
                 failures.append((index, error))
@@ -307,8 +342,12 @@ class StreamFolder:
         else:
             tracker = self.tracker(conversation_id, partition=partition)
         count = head["count"]
+        kept = encode_kept(event)
+        limit = self.max_kept_bytes
+        if limit is not None and (len(kept) > limit or type(event) is ReminderScheduled):
+            _check_room(head, event, kept, count, tracker, limit)
         tracker.update(event)
-        self.history[history_key(conversation_id, count)] = encode_kept(event)
+        self.history[history_key(conversation_id, count)] = kept
         remembered = head["signals"]
         signals: Sequence[Signal] = ()
         memory: SignalState | None = None
@@ -393,6 +432,40 @@ class StreamFolder:
             return
         for conversation_id in [c for c, (p, _) in self._cache.items() if p in partitions]:
             del self._cache[conversation_id]
+
+
+def _check_room(
+    head: Head, event: Any, kept: bytes, count: int, tracker: DialogueStateTracker, limit: int
+) -> None:
+    """Raise ``RecordTooLarge`` if the changelogs cannot keep ``event`` (see the module rules);
+    ``kept`` is its history record and ``count`` its sequence number."""
+    if len(kept) > limit:
+        raise RecordTooLarge(
+            f"the event's history record would be {len(kept)} bytes, over the {limit} bytes "
+            "the history changelog takes per record",
+            expected=f"a history record of at most {limit} bytes",
+            got=f"{len(kept)} bytes",
+        )
+    armed = observe(head.get("reminders") or {}, event, count, tracker)
+    size = len(orjson.dumps(armed))
+    if size > limit // 2:
+        raise RecordTooLarge(
+            f"with this reminder the conversation's pending reminders would take {size} bytes "
+            f"of its head, over the {limit // 2} bytes they may (half of what the heads "
+            "changelog takes per record)",
+            expected=f"pending reminders of at most {limit // 2} bytes in all",
+            got=f"{size} bytes",
+        )
+
+
+def _unkept(error: EventError, source: Source, conversation_id: str) -> Outcome:
+    where = error.at(
+        topic=source.topic,
+        partition=source.partition,
+        kafka_offset=source.offset,
+        conversation_id=conversation_id,
+    )
+    return Outcome("dead", source, error=where)
 
 
 def _set_reminders(head: Head, pending: Pending) -> None:

@@ -33,6 +33,7 @@ Rules of this module:
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import os
 import time
@@ -45,6 +46,7 @@ import orjson
 from rocksdict import Options, Rdict, WriteBatch
 
 from events import TrackerflowError
+from processors.stream import encode_head
 
 log = logging.getLogger("trackerflow.stores")
 
@@ -157,11 +159,18 @@ class PartitionState(Protocol):
         """Release the state (the partition is given up)."""
 
 
+def head_encoder(room: int | None) -> Callable[[Any], bytes]:
+    """How a heads store encodes a head: ``encode_head`` within ``room`` bytes (None: any)."""
+    if room is None:
+        return orjson.dumps
+    return functools.partial(encode_head, room=room)
+
+
 class MemoryState:
     """A partition's state in memory, restored from the changelogs' beginning."""
 
-    def __init__(self) -> None:
-        self.heads = ChangeStore(orjson.dumps, orjson.loads)
+    def __init__(self, *, head_room: int | None = None) -> None:
+        self.heads = ChangeStore(head_encoder(head_room), orjson.loads)
         self.history = ChangeStore(bytes, bytes)
         self._tables = {"heads": self.heads, "history": self.history}
 
@@ -308,13 +317,14 @@ class RocksState:
         heads_cache: int = HEADS_CACHE,
         max_age_s: float = MAX_CHECKPOINT_AGE_S,
         clock: Callable[[], float] = time.time,
+        head_room: int | None = None,
     ) -> None:
         self.path = path
         self.max_age_s = max_age_s
         self.clock = clock
         self.db = open_database(path)
         heads, history = _PREFIXES["heads"], _PREFIXES["history"]
-        self.heads = RocksStore(self.db, heads, orjson.dumps, orjson.loads, heads_cache)
+        self.heads = RocksStore(self.db, heads, head_encoder(head_room), orjson.loads, heads_cache)
         self.history = RocksStore(self.db, history, bytes, bytes, 0)
         self._offsets: Offsets = {}
         self._batch = WriteBatch(raw_mode=True)

@@ -109,13 +109,18 @@ def _min_insync(replication_factor: int) -> str:
 
 
 def message_limits(settings: Settings) -> dict[str, int]:
-    """The ``max.message.bytes`` trackerflow gives its topics that have one (the largest record
-    batch each accepts): the events and re-keyed topics, the dead-letter topic."""
+    """The ``max.message.bytes`` trackerflow gives its topics (the largest record batch each
+    accepts): a record of ``max_record_bytes`` and its overhead, for the events and re-keyed
+    topics, the changelogs (a history record is an event; a head too large loses its state, see
+    ``processors.stream.encode_head``) and the signals; twice that for the dead-letter topic
+    (the original bytes and the reason)."""
     topics = Topics.from_settings(settings)
     record = settings.max_record_bytes + RECORD_OVERHEAD
     return {
         topics.events: record,
         topics.rekeyed: record,
+        **dict.fromkeys(changelog_topics(settings), record),
+        topics.signals: record,
         topics.dlq: 2 * settings.max_record_bytes + RECORD_OVERHEAD,
     }
 
@@ -154,7 +159,11 @@ def topic_specs(settings: Settings, *, events_topic: str | None = None) -> tuple
                 name,
                 settings.events_partitions,  # a table's changelog follows its source partitions
                 replicas,
-                {**changelog_config(), "min.insync.replicas": _min_insync(replicas)},
+                {
+                    **changelog_config(),
+                    "min.insync.replicas": _min_insync(replicas),
+                    "max.message.bytes": str(limits[name]),
+                },
             )
             for name in changelog_topics(settings)
         ),
@@ -162,7 +171,11 @@ def topic_specs(settings: Settings, *, events_topic: str | None = None) -> tuple
             topics.signals,
             settings.signals_partitions,
             replicas,
-            {**common, "retention.ms": str(settings.signals_retention_ms)},
+            {
+                **common,
+                "retention.ms": str(settings.signals_retention_ms),
+                "max.message.bytes": str(limits[topics.signals]),
+            },
         ),
         TopicSpec(
             topics.dlq,

@@ -46,7 +46,7 @@ import gc
 import heapq
 import logging
 import time
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,7 +72,7 @@ from streams.fetching import install
 from streams.publisher import RASA_ENVIRONMENT_HEADER
 from streams.settings import Settings, kafka_client_config
 from streams.stores import MemoryState, PartitionState, RocksState, Store, lock_state_dir
-from streams.topics import TABLES, Topics, changelog_topics
+from streams.topics import RECORD_OVERHEAD, TABLES, Topics, changelog_topics
 from streams.topics import message_limits as topic_limits
 
 log = logging.getLogger("trackerflow.worker")
@@ -499,6 +499,9 @@ class Worker:
         for topic, limit in (message_limits or {}).items():
             limits[topic] = min(limit, limits.get(topic, limit))
         self._batch_limits = {t: n for t, n in limits.items() if n < MAX_BATCH_BYTES}
+        # the largest value a changelog record may have: what the folds may keep (see
+        # processors.stream's max_kept_bytes and encode_head)
+        self.kept_room = min(limits[t] for t in changelogs) - RECORD_OVERHEAD
         self.restored_records = 0  # changelog records read to take partitions
         self._state_lock: IO[bytes] | None = None
         self._record_headers = [(RASA_ENVIRONMENT_HEADER, settings.rasa_environment.encode())]
@@ -731,7 +734,7 @@ class Worker:
             conversations |= own
         return conversations
 
-    async def _fire_due(self, owned: Partition, outbox: Outbox) -> None:
+    async def _fire_due(self, owned: Partition, outbox: Outbox, counts: Counter[str]) -> None:
         """Fire every reminder of the partition that is due now (see processors.reminders) and
         may fire: its due time is behind the partition's event time, or nothing is left to read
         that could cancel it (nothing at all, or only this worker's own external messages of
@@ -765,7 +768,7 @@ class Worker:
                 continue  # cancelled, or re-armed for another time
             signal, external = fired
             fired_or_missed = "fired" if signal.kind == REMINDER_TRIGGERED else "missed"
-            self.reminder_counts[fired_or_missed] += 1
+            counts[fired_or_missed] += 1
             key = conversation_id.encode()
             partition = partition_for(key, self._sizes[topics.signals])
             outbox.add(topics.signals, partition, key, dumps(signal.as_dict()))
@@ -785,9 +788,10 @@ class Worker:
         one transaction of the shard's producer (with each partition's changed state and new
         read positions)."""
         outbox = Outbox(self._batch_limits)
+        counts: Counter[str] = Counter()  # what this transaction did, counted once it commits
         written: list[tuple[Partition, Positions]] = []
         for owned, parts in work:
-            positions = await self._fold_partition(owned, parts, outbox)
+            positions = await self._fold_partition(owned, parts, outbox, counts)
             if positions is not None:
                 written.append((owned, positions))
         if not written and not outbox.records:
@@ -818,15 +822,25 @@ class Worker:
             owned.committed.update(offsets)
             owned.state.persist(ends.get(owned.number, {}), by_topic)
         self.transactions += 1
+        for kind, number in counts.items():
+            if kind in self.reminder_counts:
+                self.reminder_counts[kind] += number
+            else:
+                self.counts[kind] += number
         gc.freeze()  # see GC_FULL_COLLECTION_S
 
     async def _fold_partition(
-        self, owned: Partition, parts: list[tuple[TopicPartition, list[Any]]], outbox: Outbox
+        self,
+        owned: Partition,
+        parts: list[tuple[TopicPartition, list[Any]]],
+        outbox: Outbox,
+        counts: Counter[str],
     ) -> Positions | None:
         """Fold the partition's records and fire its due reminders into ``outbox``, with its
-        changed state and new read positions; those positions (None: nothing changed)."""
+        changed state and new read positions; those positions (None: nothing changed). The
+        records' outcomes and the reminders fired or missed are counted in ``counts``."""
         offsets: dict[TopicPartition, int] = {}
-        folder, counts = owned.folder, self.counts
+        folder = owned.folder
         for tp, messages in parts:
             batch = folder.process_batch(tp.topic, tp.partition, messages)
             counts["folded"] += batch.folded
@@ -843,7 +857,7 @@ class Worker:
                 counts[outcome.kind] += 1
                 self._effects(outbox, outcome, messages[index])
             offsets[tp] = messages[-1].offset + 1
-        await self._fire_due(owned, outbox)
+        await self._fire_due(owned, outbox, counts)
         changed = folder.flush()
         if not parts and not changed:
             return None
@@ -962,8 +976,8 @@ class Worker:
 
     def _state(self, number: int) -> PartitionState:
         if self.settings.store == "rocksdb":
-            return RocksState(self.state_root / f"partition-{number}")
-        return MemoryState()
+            return RocksState(self.state_root / f"partition-{number}", head_room=self.kept_room)
+        return MemoryState(head_room=self.kept_room)
 
     def folder(self, state: PartitionState) -> StreamFolder:
         """The fold of one state partition, as the settings say."""
@@ -973,6 +987,7 @@ class Worker:
             domain=self.domain,
             max_record_bytes=self.settings.max_record_bytes,
             max_event_history=self.settings.history_max_events,
+            max_kept_bytes=self.kept_room,
         )
 
     def _partition(self, number: int, shard: Shard) -> Partition:
@@ -1137,9 +1152,10 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         await self.worker.assign(assigned)
 
 
-def head_summary(head: Head) -> dict[str, Any]:
-    """The listing form of a head (for ``GET /conversations``)."""
-    state = head["state"]
+def head_summary(head: Head, state: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The listing form of a head (for ``GET /conversations``); ``state`` stands in for the
+    head's own, which a head too large for its changelog is kept without (``encode_head``)."""
+    state = state or head["state"]
     return {
         "sender_id": state["sender_id"],
         "events": head["count"],

@@ -69,8 +69,19 @@ class WorkerService(ConversationService):
 
     async def conversations(self, offset: int, limit: int) -> tuple[list[dict[str, Any]], int]:
         ids = self.worker.local_conversations()
-        heads = (self.worker.head(c) for c in ids[offset : offset + limit])
-        return [head_summary(head) for head in heads if head is not None], len(ids)
+        page = []
+        for conversation_id in ids[offset : offset + limit]:
+            head = self.worker.head(conversation_id)
+            if head is None:
+                continue
+            state = None
+            if head.get("state") is None:  # kept without it: the tracker has it
+                tracker = await self.tracker(conversation_id)
+                if tracker is None:
+                    continue  # its partition went away meanwhile
+                state = tracker.current_state()
+            page.append(head_summary(head, state))
+        return page, len(ids)
 
     async def append(self, conversation_id: str, events: list[Event]) -> None:
         head = self.worker.head(conversation_id)

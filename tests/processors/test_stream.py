@@ -441,3 +441,72 @@ def test_a_control_header_without_a_value_makes_the_record_dead() -> None:
     record = Consumed(0, b"c1", b"{}", 1000, ((CONTROL_HEADER, None),))  # type: ignore[arg-type]
     [(index, outcome)] = folder().process_batch("t.events", 0, [record]).notable
     assert index == 0 and outcome.kind == "dead" and "unknown control ''" in str(outcome.error)
+
+
+def test_a_head_too_large_for_its_changelog_is_kept_without_its_state() -> None:
+    from processors.stream import encode_head
+
+    head = {"count": 3, "offsets": {"t.events:0": 2}, "signals": [False, None]}
+    small = {**head, "state": {"sender_id": "c1", "slots": {"a": "x" * 10}}}
+    assert encode_head(small, None) == encode_head(small, 1000) == orjson.dumps(small)
+    big = {**head, "state": {"sender_id": "c1", "slots": {"a": "x" * 2000}}}
+    assert orjson.loads(encode_head(big, 1000)) == {**head, "state": None}
+    huge = {**big, "replaced": "r" * 2000}  # too large even without its state
+    too_large = r"the head of conversation 'c1' is 2\d+ bytes without its state, over the 1000"
+    with pytest.raises(ValueError, match=too_large):
+        encode_head(huge, 1000)
+
+
+def _sized(offset: int, event: dict[str, object]) -> Inbound:
+    return _event(offset, event)._replace(partition=1)
+
+
+def test_an_event_whose_history_record_the_changelog_cannot_take_is_dead() -> None:
+    limit = 2000
+    stream, reference = StreamFolder({}, {}, max_kept_bytes=limit), folder()
+    fits = _sized(0, {"event": "slot", "name": "a", "value": "x" * 1500})
+    too_big = _sized(1, {"event": "slot", "name": "b", "value": "y" * 2500})
+    after = _sized(2, {"event": "slot", "name": "c", "value": "z"})
+    for r in (fits, after):
+        reference.process(r)
+    assert stream.process(fits).kind == "folded"
+    dead = stream.process(too_big)
+    assert dead.kind == "dead" and dead.signals == () and dead.conversation_id is None
+    assert dead.error is not None and dead.error.as_dict()["where"]["kafka_offset"] == 1
+    assert "history record would be 25" in str(dead.error)
+    assert "over the 2000 bytes the history changelog takes" in str(dead.error)
+    assert "conversation 'c1'" in str(dead.error)
+    assert stream.process(after).kind == "folded"  # it is the conversation's second event
+    assert stream.flush() == reference.flush()
+    assert stream.heads == reference.heads and stream.history == reference.history
+    # the same in a batch: dead, and nothing else changes
+    batched = StreamFolder({}, {}, max_kept_bytes=limit)
+    batch = batched.process_batch("t.events", 1, [_consumed(r) for r in (fits, too_big, after)])
+    assert [(i, o.kind) for i, o in batch.notable] == [(1, "dead")] and batch.folded == 2
+    assert batch.failures == [] and _plain(batch.notable[0][1]) == _plain(dead)
+    assert batched.flush() == ["c1"] and batched.heads == reference.heads
+
+
+def test_a_reminder_that_would_fill_half_the_head_is_dead() -> None:
+    due = "2026-11-21T10:00:00+00:00"
+    stream = StreamFolder({}, {}, max_kept_bytes=4000)
+    entity = [{"entity": "e", "value": "v" * 600}]
+    kinds = [
+        stream.process(
+            _sized(n, {"event": "reminder", "name": f"r{n}", "date_time": due, "entities": entity})
+        ).kind
+        for n in range(4)
+    ]
+    # each pending reminder takes about 800 bytes: the third would make them more than 2000
+    assert kinds == ["folded", "folded", "dead", "dead"]
+    dead = stream.process(
+        _sized(4, {"event": "reminder", "name": "r0", "date_time": due, "entities": entity * 3})
+    )
+    assert dead.kind == "dead" and "pending reminders would take" in str(dead.error)
+    assert "over the 2000 bytes they may" in str(dead.error)
+    # a reminder that replaces one of the same name within the room is folded
+    again = {"event": "reminder", "name": "r1", "date_time": due, "entities": entity}
+    assert stream.process(_sized(5, again)).kind == "folded"
+    stream.flush()
+    assert sorted(stream.heads["c1"]["reminders"]) == ["r0", "r1"]
+    assert stream.heads["c1"]["count"] == 3

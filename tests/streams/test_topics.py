@@ -96,6 +96,10 @@ def test_specs_follow_the_settings() -> None:
     assert (signals.name, signals.partitions) == ("p.signals", 3)
     assert (dlq.name, dlq.partitions) == ("p.dlq", 2)
     assert events.config["max.message.bytes"] == str(1000 + RECORD_OVERHEAD)
+    # what the worker writes takes a record of max_record_bytes, or twice that (a dead letter)
+    for spec in (heads, history, signals):
+        assert spec.config["max.message.bytes"] == str(1000 + RECORD_OVERHEAD)
+    assert dlq.config["max.message.bytes"] == str(2000 + RECORD_OVERHEAD)
     assert all(spec.config["min.insync.replicas"] == "2" for spec in (events, signals, dlq))
     renamed, *_ = topic_specs(settings, events_topic="mine")
     assert renamed == TopicSpec("mine", 4, 3, events.config)
@@ -136,6 +140,9 @@ def test_ensure_topics_creates_every_topic_once(
     assert events["min.insync.replicas"] == "1"
     signals = configs(admin, topics.signals)
     assert (signals["cleanup.policy"], signals["retention.ms"]) == ("delete", "3600000")
+    assert signals["max.message.bytes"] == str(200_000 + RECORD_OVERHEAD)
+    for changelog in changelog_topics(settings):
+        assert configs(admin, changelog)["max.message.bytes"] == str(200_000 + RECORD_OVERHEAD)
     dlq = configs(admin, topics.dlq)
     assert (dlq["cleanup.policy"], dlq["retention.ms"]) == ("delete", "-1")
     assert dlq["max.message.bytes"] == str(400_000 + RECORD_OVERHEAD)
@@ -143,11 +150,11 @@ def test_ensure_topics_creates_every_topic_once(
     again = ensure_topics(settings)
     assert again.created == () and again.warnings == ()
     assert again.existing == tuple(names)
-    # what the broker has: the topics' own limits, the broker's default for the others
+    # what the broker has: the topics' own limits
     for report_ in (report, again):
         assert report_.limits[topics.events] == 200_000 + RECORD_OVERHEAD
         assert report_.limits[topics.dlq] == 400_000 + RECORD_OVERHEAD
-        assert report_.limits[topics.signals] == 1_048_588  # Kafka's default message.max.bytes
+        assert report_.limits[topics.signals] == 200_000 + RECORD_OVERHEAD
         assert set(report_.limits) == set(names)
 
 

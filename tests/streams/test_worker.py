@@ -588,3 +588,86 @@ def test_a_low_record_limit_cuts_the_batches_to_what_the_topics_accept(
         }
     finally:
         run.stop_all()
+
+
+def get_json(run: Run, path: str) -> Any:
+    with urllib.request.urlopen(f"http://127.0.0.1:{run.ports[0]}{path}", timeout=30) as answer:
+        return orjson.loads(answer.read())
+
+
+def test_what_the_changelogs_cannot_take_never_stops_a_partition(any_store_run: Run) -> None:
+    """A head too large for its changelog is kept without its state; an event whose history
+    record, or a reminder whose pending entry, the changelogs cannot take is a dead letter. The
+    partitions fold on (before, the transaction failed and was retried for ever)."""
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
+    from streams.topics import RECORD_OVERHEAD, changelog_config
+
+    run = any_store_run
+    # the history changelog as an older deployment may have it: smaller than its spec says
+    admin = KafkaAdminClient(bootstrap_servers=run.bootstrap)
+    config = {**changelog_config(), "min.insync.replicas": "1", "max.message.bytes": "400000"}
+    history = f"{run.prefix}-history-changelog"
+    admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, history, configs=config)])
+    admin.close()
+    room = 400_000 - RECORD_OVERHEAD  # what a changelog record's value may take
+
+    def event(conversation: str, offset: int, **body: Any) -> tuple[bytes, bytes]:
+        record = {"sender_id": conversation, "timestamp": 1_700_000_000.0 + offset, **body}
+        return conversation.encode(), orjson.dumps(record)
+
+    half = room // 2 + 10_000  # two of these make a head larger than the room
+    too_big = event("huge", 0, event="slot", name="c", value="z" * (room + 1))
+    reminder = event(
+        "rem", 0, event="reminder", name="r", date_time="2030-01-01T00:00:00+00:00",
+        entities=[{"entity": "e", "value": "v" * half}],
+    )  # fmt: skip
+    big = [
+        event("big", 0, event="slot", name="a", value="a" * half),
+        event("big", 1, event="slot", name="b", value="b" * half),
+        event("big", 2, event="user", text="hi", parse_data={"intent": {"name": "greet"}}),
+    ]
+    still = event("huge", 1, event="user", text="still here", parse_data={})
+    after = [still, event("rem", 1, event="pause")]
+    records = sample()
+    mixed = records[:100] + big + [too_big, reminder] + after + records[100:]
+    run.start_worker()
+    run.produce(mixed)
+    health = wait_for_health(
+        run, 0, lambda h: sum(h.get("records", {}).values()) >= len(mixed), deadline_s=120
+    )
+    assert health["records"]["dead"] == 2 and health["records"]["folded"] == len(mixed) - 2
+
+    dead = {m.key: m for m in run.read(".dlq", timeout_ms=5000)}
+    assert sorted(dead) == [b"huge", b"rem"]
+    assert dead[b"huge"].value == too_big[1] and dead[b"rem"].value == reminder[1]
+    reasons = {k: orjson.loads(dict(m.headers)["trackerflow.error"]) for k, m in dead.items()}
+    assert (
+        "over the" in reasons[b"huge"]["reason"]
+        and "history changelog" in (reasons[b"huge"]["reason"])
+    )
+    assert "pending reminders would take" in reasons[b"rem"]["reason"]
+
+    heads = run.wait_for_events(len(mixed) - 2)
+    assert heads["big"]["state"] is None and heads["big"]["count"] == 3
+    assert heads["huge"]["count"] == 1 and heads["huge"]["state"]["latest_message"]["text"] == (
+        "still here"
+    )
+    assert heads["rem"]["count"] == 1 and "reminders" not in heads["rem"]
+    expected, _ = offline(records)  # the sample's conversations fold as if alone
+    assert {c: heads[c]["state"] for c in expected} == {c: h["state"] for c, h in expected.items()}
+
+    def check_big() -> None:
+        tracker = get_json(run, "/conversations/big/tracker")
+        assert tracker["slots"]["a"] == "a" * half and tracker["slots"]["b"] == "b" * half
+        assert tracker["latest_message"]["text"] == "hi"
+        listed = get_json(run, "/conversations?limit=1000")["conversations"]
+        [summary] = [s for s in listed if s["sender_id"] == "big"]
+        assert summary["events"] == 3 and summary["latest_event_time"] == 1_700_000_002.0
+
+    check_big()
+    # restored from the changelogs (memory) or from its database (rocksdb): the same answers
+    kill(run.workers[0])
+    run.start_worker()
+    wait_for_health(run, 0, lambda h: len(h.get("partitions", [])) == 6)
+    check_big()

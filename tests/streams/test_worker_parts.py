@@ -15,6 +15,7 @@ from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from processors.stream import StreamFolder
 from streams.settings import load_settings
 from streams.stores import MemoryState
+from streams.topics import RECORD_OVERHEAD
 from streams.worker import HELD_RECHECK_S, OwnerAssignor, Partition, Shard, Worker, partition_for
 
 Message = namedtuple("Message", "offset")
@@ -204,10 +205,87 @@ def test_a_transaction_begun_while_the_last_ones_markers_are_written_asks_again_
     assert handler.handle_response(response) == TXN_CONCURRENT_RETRY_S == 0.002
 
 
+class Producer:
+    """A transactional producer whose commits number ``failing`` fail (counted from 1)."""
+
+    def __init__(self, failing: set[int]) -> None:
+        self.failing = failing
+        self.commits = 0
+
+    def create_batch(self) -> Any:
+        from aiokafka.producer.message_accumulator import BatchBuilder
+
+        return BatchBuilder(1 << 20, 0, is_transactional=True)
+
+    async def send_batch(self, batch: Any, topic: str, partition: int) -> Any:
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        done.set_result(namedtuple("Metadata", "offset")(0))
+        return done
+
+    async def begin_transaction(self) -> None:
+        pass
+
+    async def commit_transaction(self) -> None:
+        self.commits += 1
+        if self.commits in self.failing:
+            raise RuntimeError("commit failed")
+
+    async def abort_transaction(self) -> None:
+        pass
+
+
+def test_records_and_reminders_are_counted_once_their_transaction_commits() -> None:
+    import orjson
+
+    from streams.fetching import Fetched
+
+    worker = Worker(load_settings(app_id="app"))
+    worker._sizes = {worker.topics.dlq: 1, worker.topics.signals: 1}  # as the consumer learns
+    shard = Shard(0, producer=Producer(failing={1, 3}))  # type: ignore[arg-type]
+    tp = TopicPartition("t.events", 0)
+    bodies = [
+        {"event": "slot", "name": "a", "value": 1},
+        {"event": "reminder", "name": "r", "date_time": "2020-01-01T00:00:00+00:00"},
+        b"{not json",
+    ]
+    messages = [
+        Fetched("t.events", 0, n, 1_700_000_000_000, 0, b"c1", body if isinstance(body, bytes)
+                else orjson.dumps({"sender_id": "c1", **body}), None, 2, 10, ())
+        for n, body in enumerate(bodies)
+    ]  # fmt: skip
+
+    def transact(records: list[Any], fresh: bool = False) -> None:
+        if fresh:  # a rolled-back shard is taken again: its state as committed
+            state = MemoryState()
+            shard.parts[0] = Partition(0, state, worker.folder(state), shard)
+        work = [(shard.parts[0], [(tp, records)] if records else [])]
+        asyncio.run(worker._transact(shard, work))
+
+    nothing = dict.fromkeys(worker.counts, 0)
+    with pytest.raises(RuntimeError, match="commit failed"):
+        transact(messages, fresh=True)  # 1: fails
+    assert worker.counts == nothing and worker.transactions == 0
+    transact(messages, fresh=True)  # 2: commits
+    folded = {**nothing, "folded": 2, "dead": 1}
+    assert worker.counts == folded and worker.reminder_counts == {"fired": 0, "missed": 0}
+    with pytest.raises(RuntimeError, match="commit failed"):
+        transact([])  # 3: the reminder (due in 2020) is missed, but the transaction fails
+    assert worker.reminder_counts == {"fired": 0, "missed": 0}
+    transact(messages, fresh=True)  # 4: the shard taken again folds the records again
+    transact([])  # 5: missed again, and committed
+    assert worker.reminder_counts == {"fired": 0, "missed": 1}
+    assert worker.counts == {**nothing, "folded": 4, "dead": 2} and worker.transactions == 3
+
+
 def test_the_workers_folds_follow_the_settings() -> None:
     settings = load_settings(history_max_events=7, max_record_bytes=4096)
     folder = Worker(settings).folder(MemoryState())
     assert (folder.max_event_history, folder.max_record_bytes) == (7, 4096)
+    # what the changelogs take, as the settings (or the broker, if less) say
+    assert folder.max_kept_bytes == 4096 and Worker(settings).kept_room == 4096
+    broker = {"app-history-changelog": 3000 + RECORD_OVERHEAD}
+    smaller = Worker(load_settings(app_id="app", max_record_bytes=4096), message_limits=broker)
+    assert smaller.folder(MemoryState()).max_kept_bytes == 3000
     assert Worker(load_settings()).folder(MemoryState()).max_event_history is None
 
 
@@ -275,24 +353,25 @@ class BatchRecorder:
 
 
 def test_batches_to_a_topic_with_a_smaller_limit_are_cut_to_it() -> None:
-    from streams.topics import message_limits
+    from streams.topics import changelog_topics, message_limits
     from streams.worker import MAX_BATCH_BYTES, Outbox
 
     settings = load_settings(topic_prefix="t", max_record_bytes=20_000)
     limits = {t: n for t, n in message_limits(settings).items() if n < MAX_BATCH_BYTES}
-    assert limits == {"t.events": 85_536, "t.events.rekeyed": 85_536, "t.dlq": 105_536}
+    written = ["t.events", "t.events.rekeyed", *changelog_topics(settings), "t.signals"]
+    assert limits == {**dict.fromkeys(written, 85_536), "t.dlq": 105_536}
     outbox = Outbox(limits)
     keys = [f"c{i}".encode() for i in range(600)]
     for key in keys:
         outbox.add("t.events.rekeyed", 1, key, b"x" * 1_000, [("h", b"v")])
-        outbox.add("t.signals", 1, key, b"y" * 500)
+        outbox.add("t.other", 1, key, b"y" * 500)
     producer = BatchRecorder()
     sent = asyncio.run(outbox.send(producer))  # type: ignore[arg-type]
     rekeyed = [b for b in producer.batches if b[0] == "t.events.rekeyed"]
     assert len(rekeyed) == 8 and all(size <= 85_536 for *_, size in rekeyed)
     assert max(size for *_, size in rekeyed) > 80_000  # filled up to the limit, not below
-    signals = [b for b in producer.batches if b[0] == "t.signals"]
-    assert [records for _, _, records, _ in signals] == [600]  # no limit: one batch
+    other = [b for b in producer.batches if b[0] == "t.other"]
+    assert [records for _, _, records, _ in other] == [600]  # no limit: one batch
     assert [k for s in sent if s.topic == "t.events.rekeyed" for k in s.keys] == keys
     assert sum(b[2] for b in rekeyed) == 600
 
@@ -302,9 +381,10 @@ def test_a_worker_cuts_batches_to_the_smaller_of_the_settings_and_the_brokers_li
     broker = {"t.signals": 100_000, "t.events": 5_000_000, "t.dlq": 150_000}
     worker = Worker(settings, message_limits=broker)
     assert worker._batch_limits == {
-        "t.signals": 100_000,  # the broker's (the settings give signals no limit)
+        "t.signals": 100_000,  # the broker's (the settings' is 165,536)
         "t.events": 165_536,  # the settings' (the broker's is larger)
         "t.events.rekeyed": 165_536,
+        **dict.fromkeys(worker.tables, 165_536),  # the changelogs: the settings'
         "t.dlq": 150_000,  # the broker's (the settings' is 265,536)
     }
     assert Worker(load_settings())._batch_limits == {}  # 1 MiB records: nothing to cut
