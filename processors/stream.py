@@ -26,8 +26,9 @@ Rules of this module (the shell owns the IO; this module owns the decisions):
   folder keeps the changed heads itself, so deduplication and rebuilding already see them.
 * What the changelogs cannot take is dead, not folded: with ``max_kept_bytes`` (the largest
   record value the worker's changelog topics accept), an event whose history record would be
-  larger, or a ``reminder`` event that would make the conversation's pending reminders take
-  more than half of that, is a dead record (``RecordTooLarge``) and changes nothing. A head
+  larger, a ``reminder`` event that would make the conversation's pending reminders take
+  more than half of that, or a ``followup`` action name or ``replace`` request id (kept in the
+  head) over an eighth of it, is a dead record (``RecordTooLarge``) and changes nothing. A head
   too large with its ``state`` is kept without it (``encode_head``): the state is the tracker's,
   which history rebuilds.
 * Pending reminders live in the head (``reminders``, see ``processors.reminders``), updated as
@@ -50,7 +51,7 @@ from typing import Any, Literal, NamedTuple, Protocol
 import orjson
 
 from events.errors import EventError, InvalidField, RecordTooLarge
-from events.model import ReminderScheduled, UserUttered
+from events.model import FollowupAction, ReminderScheduled, UserUttered
 from events.wire import (
     DEFAULT_MAX_RECORD_BYTES,
     decode_event,
@@ -119,8 +120,8 @@ def encode_head(head: Head, room: int | None = None) -> bytes:
     """A head as the heads store writes it: JSON, and without its ``state`` (null) if it would
     take more than ``room`` bytes; the state is then the tracker's (history rebuilds it).
 
-    Raises ``ValueError`` if the head is too large even without its state (only fields of
-    absurd size can make it so: pending reminders are kept to half of ``room`` by the fold).
+    Raises ``ValueError`` if the head is too large even without its state; a fold with
+    ``max_kept_bytes`` of ``room`` never makes one (see ``_check_room``).
     """
     data = orjson.dumps(head)
     if room is None or len(data) <= room:
@@ -306,6 +307,9 @@ class StreamFolder:
                 expected='{"request": "<id>"}',
                 got=f"{len(value)} bytes that are not such an object",
             ).at(conversation_id=conversation_id)
+        if self.max_kept_bytes is not None:
+            request = body.get("request", "")
+            _check_field("replace request id", request.encode(), self.max_kept_bytes)
         head = self._head(conversation_id)
         partition_key = _partition_key(source.topic, source.partition)
         if head["offsets"].get(partition_key, -1) >= source.offset:
@@ -344,7 +348,7 @@ class StreamFolder:
         count = head["count"]
         kept = encode_kept(event)
         limit = self.max_kept_bytes
-        if limit is not None and (len(kept) > limit or type(event) is ReminderScheduled):
+        if limit is not None and (len(kept) > limit or type(event) in _HEAD_GROWERS):
             _check_room(head, event, kept, count, tracker, limit)
         tracker.update(event)
         self.history[history_key(conversation_id, count)] = kept
@@ -446,6 +450,9 @@ def _check_room(
             expected=f"a history record of at most {limit} bytes",
             got=f"{len(kept)} bytes",
         )
+    if type(event) is FollowupAction:
+        _check_field("followup action name", (event.action_name or "").encode(), limit)
+        return
     armed = observe(head.get("reminders") or {}, event, count, tracker)
     size = len(orjson.dumps(armed))
     if size > limit // 2:
@@ -455,6 +462,18 @@ def _check_room(
             "changelog takes per record)",
             expected=f"pending reminders of at most {limit // 2} bytes in all",
             got=f"{size} bytes",
+        )
+
+
+def _check_field(what: str, value: bytes, limit: int) -> None:
+    """Raise ``RecordTooLarge`` if ``value``, kept in a head, is over an eighth of ``limit``
+    (with the pending reminders' half, a head without its state always fits)."""
+    if len(value) > limit // 8:
+        raise RecordTooLarge(
+            f"the {what} is {len(value)} bytes, over the {limit // 8} bytes a conversation's "
+            "head keeps of it (an eighth of what the heads changelog takes per record)",
+            expected=f"a {what} of at most {limit // 8} bytes",
+            got=f"{len(value)} bytes",
         )
 
 
@@ -474,6 +493,9 @@ def _set_reminders(head: Head, pending: Pending) -> None:
     else:
         head.pop("reminders", None)
 
+
+# the events that can make a head without its state larger (see _check_room)
+_HEAD_GROWERS = frozenset({ReminderScheduled, FollowupAction})
 
 _PARTITION_KEYS: dict[tuple[str, int], str] = {}
 

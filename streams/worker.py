@@ -444,6 +444,28 @@ class Outbox:
         return sent
 
 
+def dead_letter(record: Any, limit: int) -> tuple[bytes | None, bytes, list[Any]]:
+    """The key, value and headers a dead letter keeps of ``record``: all of it, if its key,
+    value and headers take at most ``limit`` bytes (the dead-letter topic takes twice that and
+    the reason). A larger record (the events topic may accept more than trackerflow reads) is
+    cut to ``limit`` bytes: its value first, then its headers and key; a header
+    ``trackerflow.truncated`` then gives the sizes it had (JSON: ``key``, ``value``,
+    ``headers``). The whole record stays where ``trackerflow.source`` says."""
+    key, value = record.key, record.value or b""
+    headers = list(record.headers or ())
+    header_bytes = sum(len(name) + len(v or b"") for name, v in headers)
+    key_bytes = len(key or b"")
+    if key_bytes + len(value) + header_bytes <= limit:
+        return key, value, headers
+    sizes = {"key": key_bytes, "value": len(value), "headers": header_bytes}
+    if key_bytes + header_bytes > limit // 2:  # absurd, but it must not stop the partition
+        headers, header_bytes = [], 0
+        key = None if key is None else key[: limit // 2]
+        key_bytes = len(key or b"")
+    value = value[: max(0, limit - key_bytes - header_bytes)]
+    return key, value, [*headers, ("trackerflow.truncated", dumps(sizes))]
+
+
 def _estimate(key: bytes | None, value: bytes | None, headers: Any) -> int:
     """An upper bound of what one more record adds to a record batch."""
     size: int = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers)
@@ -501,7 +523,8 @@ class Worker:
         self._batch_limits = {t: n for t, n in limits.items() if n < MAX_BATCH_BYTES}
         # the largest value a changelog record may have: what the folds may keep (see
         # processors.stream's max_kept_bytes and encode_head)
-        self.kept_room = min(limits[t] for t in changelogs) - RECORD_OVERHEAD
+        smallest = min(limits[t] for t in changelogs)
+        self.kept_room = smallest - min(RECORD_OVERHEAD, smallest // 4)
         self.restored_records = 0  # changelog records read to take partitions
         self._state_lock: IO[bytes] | None = None
         self._record_headers = [(RASA_ENVIRONMENT_HEADER, settings.rasa_environment.encode())]
@@ -883,14 +906,15 @@ class Worker:
             outbox.add(self.topics.signals, partition, key, dumps(signal.as_dict()))
         if outcome.kind == "dead":
             assert outcome.error is not None
+            dead_key, value, kept = dead_letter(record, self.settings.max_record_bytes)
             dead_headers = [
                 ("trackerflow.error", dumps(outcome.error.as_dict())),
                 ("trackerflow.source", dumps(outcome.source._asdict())),
-                *(headers or ()),
+                *kept,
             ]
             size = sizes[self.topics.dlq]
             partition = partition_for(record.key, size) if record.key else record.partition % size
-            outbox.add(self.topics.dlq, partition, record.key, record.value or b"", dead_headers)
+            outbox.add(self.topics.dlq, partition, dead_key, value, dead_headers)
             log.warning("dead letter: %s", outcome.error)
         elif outcome.kind == "rekeyed":
             assert outcome.conversation_id is not None and record.value is not None

@@ -510,3 +510,19 @@ def test_a_reminder_that_would_fill_half_the_head_is_dead() -> None:
     stream.flush()
     assert sorted(stream.heads["c1"]["reminders"]) == ["r0", "r1"]
     assert stream.heads["c1"]["count"] == 3
+
+
+def test_a_followup_name_or_replace_request_too_large_for_the_head_is_dead() -> None:
+    stream = StreamFolder({}, {}, max_kept_bytes=4000)  # an eighth: 500 bytes
+    assert stream.process(_sized(0, {"event": "followup", "name": "a" * 500})).kind == "folded"
+    dead = stream.process(_sized(1, {"event": "followup", "name": "a" * 501}))
+    assert dead.kind == "dead" and "followup action name is 501 bytes, over the 500" in str(
+        dead.error
+    )
+    fits = _replace(2, value=orjson.dumps({"request": "r" * 500}))._replace(partition=1)
+    assert stream.process(fits).kind == "replaced"
+    too_long = _replace(3, value=orjson.dumps({"request": "r" * 501}))._replace(partition=1)
+    dead = stream.process(too_long)
+    assert dead.kind == "dead" and "replace request id is 501 bytes" in str(dead.error)
+    stream.flush()
+    assert stream.heads["c1"]["replaced"] == "r" * 500 and stream.heads["c1"]["count"] == 0

@@ -671,3 +671,42 @@ def test_what_the_changelogs_cannot_take_never_stops_a_partition(any_store_run: 
     run.start_worker()
     wait_for_health(run, 0, lambda h: len(h.get("partitions", [])) == 6)
     check_big()
+
+
+def test_a_record_larger_than_the_dead_letter_topic_takes_is_cut_and_the_partition_goes_on(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """The events topic may accept more than trackerflow reads (an existing topic, say): such a
+    record is a dead letter kept to ``max_record_bytes``, and the partition folds on."""
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
+    run = Run(kafka_bootstrap, tmp_path, max_record_bytes=100_000)
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=run.bootstrap)
+        config = {"cleanup.policy": "delete", "max.message.bytes": "1000000"}
+        events = f"{run.prefix}.events"
+        admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, events, configs=config)])
+        admin.close()
+        big = orjson.dumps(
+            {"sender_id": "c1", "event": "slot", "name": "s", "value": "x" * 400_000}
+        )
+        after = b'{"sender_id": "c1", "event": "pause", "timestamp": 2.0}'
+        run.start_worker()
+        run.produce([(b"c1", big), (b"c1", after)])
+        heads = run.wait_for_events(1, deadline_s=60)
+        assert heads["c1"]["count"] == 1 and heads["c1"]["state"]["paused"] is True
+        [dead] = run.read(".dlq", timeout_ms=5000)
+        assert dead.key == b"c1" and dead.value == big[: 100_000 - 2]
+        headers = dict(dead.headers)
+        assert orjson.loads(headers["trackerflow.truncated"]) == {
+            "key": 2, "value": len(big), "headers": 0
+        }  # fmt: skip
+        assert (
+            "over the limit of 100000 bytes" in orjson.loads(headers["trackerflow.error"])["reason"]
+        )
+        assert orjson.loads(headers["trackerflow.source"])["offset"] == 0
+        assert run.health(0)["records"] == {
+            "folded": 1, "skipped": 0, "rekeyed": 0, "replaced": 0, "dead": 1
+        }  # fmt: skip
+    finally:
+        run.stop_all()

@@ -281,11 +281,15 @@ def test_the_workers_folds_follow_the_settings() -> None:
     settings = load_settings(history_max_events=7, max_record_bytes=4096)
     folder = Worker(settings).folder(MemoryState())
     assert (folder.max_event_history, folder.max_record_bytes) == (7, 4096)
-    # what the changelogs take, as the settings (or the broker, if less) say
-    assert folder.max_kept_bytes == 4096 and Worker(settings).kept_room == 4096
-    broker = {"app-history-changelog": 3000 + RECORD_OVERHEAD}
-    smaller = Worker(load_settings(app_id="app", max_record_bytes=4096), message_limits=broker)
-    assert smaller.folder(MemoryState()).max_kept_bytes == 3000
+    # what a changelog record's value may take: what the settings (or the broker, if less)
+    # say the changelogs accept, less 64 KiB for the rest of the record (a quarter, if small)
+    settings = load_settings(app_id="app", max_record_bytes=1_000_000)
+    assert Worker(settings).folder(MemoryState()).max_kept_bytes == 1_000_000
+    broker = {"app-history-changelog": 500_000}
+    smaller = Worker(settings, message_limits=broker).folder(MemoryState())
+    assert smaller.max_kept_bytes == 500_000 - RECORD_OVERHEAD
+    tiny = Worker(settings, message_limits={"app-heads-changelog": 100_000})
+    assert tiny.kept_room == 75_000
     assert Worker(load_settings()).folder(MemoryState()).max_event_history is None
 
 
@@ -388,3 +392,25 @@ def test_a_worker_cuts_batches_to_the_smaller_of_the_settings_and_the_brokers_li
         "t.dlq": 150_000,  # the broker's (the settings' is 265,536)
     }
     assert Worker(load_settings())._batch_limits == {}  # 1 MiB records: nothing to cut
+
+
+def test_a_dead_letter_keeps_the_record_or_what_the_dead_letter_topic_takes_of_it() -> None:
+    import orjson
+
+    from streams.fetching import Fetched
+    from streams.worker import dead_letter
+
+    def record(key: bytes | None, value: bytes, headers: Any = ()) -> Fetched:
+        return Fetched("t", 0, 7, 0, 0, key, value, None, 0, 0, headers)
+
+    small = record(b"c1", b"v" * 900, (("RASA_ENVIRONMENT", b"prod"),))
+    assert dead_letter(small, 1000) == (b"c1", b"v" * 900, [("RASA_ENVIRONMENT", b"prod")])
+    key, value, headers = dead_letter(record(b"c1", b"v" * 5000, (("h", b"x" * 10),)), 1000)
+    assert key == b"c1" and value == b"v" * (1000 - 2 - 11)
+    assert headers[0] == ("h", b"x" * 10) and headers[1][0] == "trackerflow.truncated"
+    assert orjson.loads(headers[1][1]) == {"key": 2, "value": 5000, "headers": 11}
+    # a key or headers of absurd size: the headers go, the key is cut to half the limit
+    key, value, headers = dead_letter(record(b"k" * 3000, b"v" * 3000, (("h", b"x"),)), 1000)
+    assert (key, value) == (b"k" * 500, b"v" * 500)
+    assert [name for name, _ in headers] == ["trackerflow.truncated"]
+    assert dead_letter(record(None, b"v" * 1001), 1000)[:2] == (None, b"v" * 1000)
