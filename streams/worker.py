@@ -60,7 +60,7 @@ from aiokafka.coordinator.protocol import (
     ConsumerProtocolMemberAssignment,
     ConsumerProtocolMemberMetadata,
 )
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
 from aiokafka.partitioner import murmur2
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
@@ -72,13 +72,21 @@ from streams.fetching import install
 from streams.publisher import RASA_ENVIRONMENT_HEADER
 from streams.settings import Settings, kafka_client_config
 from streams.stores import MemoryState, PartitionState, RocksState, Store, lock_state_dir
-from streams.topics import RECORD_OVERHEAD, TABLES, Topics, changelog_topics
+from streams.topics import (
+    RECORD_OVERHEAD,
+    TABLES,
+    Topics,
+    TopicsError,
+    changelog_topics,
+    ensure_topics,
+)
 from streams.topics import message_limits as topic_limits
 
 log = logging.getLogger("trackerflow.worker")
 
 MAX_BATCH_BYTES = 512 * 1024  # producer batches; changelog topics accept 1 MiB records
 RETRY_S = 1.0
+TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)  # a batch over a topic's limit
 # Garbage collection. The state is millions of small long-lived objects, and Python's cyclic
 # collector would scan them again and again (it cost more than the fold itself). So what
 # survives a committed batch is frozen (never scanned), young collections run rarely, and every
@@ -514,17 +522,9 @@ class Worker:
         self.reminder_counts = {"fired": 0, "missed": 0}
         self.transactions = 0  # committed
         self.reader = "aiokafka"  # what reads fetched record batches (see ``choose_reader``)
-        # topics that accept smaller record batches than the producer makes: the outbox cuts
-        # its batches to them. Their max.message.bytes as the settings make them, or as the
-        # broker has them (``message_limits``, from ensure_topics), whichever is smaller
-        limits = topic_limits(settings)
-        for topic, limit in (message_limits or {}).items():
-            limits[topic] = min(limit, limits.get(topic, limit))
-        self._batch_limits = {t: n for t, n in limits.items() if n < MAX_BATCH_BYTES}
-        # the largest value a changelog record may have: what the folds may keep (see
-        # processors.stream's max_kept_bytes and encode_head)
-        smallest = min(limits[t] for t in changelogs)
-        self.kept_room = smallest - min(RECORD_OVERHEAD, smallest // 4)
+        self._batch_limits: dict[str, int] = {}
+        self.kept_room = 0
+        self.limit_to(message_limits or {})
         self.restored_records = 0  # changelog records read to take partitions
         self._state_lock: IO[bytes] | None = None
         self._record_headers = [(RASA_ENVIRONMENT_HEADER, settings.rasa_environment.encode())]
@@ -661,6 +661,34 @@ class Worker:
         except KafkaError as error:  # a rebalance in progress: the next round commits
             log.info("committing offsets for lag monitoring failed (%s)", error)
 
+    def limit_to(self, broker: Mapping[str, int]) -> None:
+        """Take each topic's ``max.message.bytes`` as the settings make it or as the ``broker``
+        has it (from ``ensure_topics``), whichever is smaller: the outbox cuts its batches to
+        the topics that accept less than the producer makes, and the folds keep what a
+        changelog record can hold (``kept_room``, see processors.stream's max_kept_bytes)."""
+        limits = topic_limits(self.settings)
+        for topic, limit in broker.items():
+            limits[topic] = min(limit, limits.get(topic, limit))
+        self._batch_limits = {t: n for t, n in limits.items() if n < MAX_BATCH_BYTES}
+        smallest = min(limits[t] for t in (self.heads_changelog, self.history_changelog))
+        self.kept_room = smallest - min(RECORD_OVERHEAD, smallest // 4)
+
+    async def _read_limits(self) -> None:
+        """Read the topics' limits from the broker again (a transaction was refused as too
+        large: someone lowered one since the worker started); the shards taken from now on
+        fold within them."""
+        try:
+            report = await asyncio.to_thread(ensure_topics, self.settings)
+        except TopicsError as error:
+            log.warning("cannot read the topics' limits again (%s)", error)
+            return
+        self.limit_to(report.limits)
+        log.warning(
+            "a transaction was refused as too large: the topics' limits read again (a "
+            "changelog record may now hold %d bytes)",
+            self.kept_room,
+        )
+
     def _collect(self) -> None:
         started = time.monotonic()
         gc.unfreeze()
@@ -693,6 +721,8 @@ class Worker:
                 sorted(shard.parts),
                 shard.failed,
             )
+            if isinstance(shard.failed, TOO_LARGE):
+                await self._read_limits()
             await self._roll_back(shard.number)
 
     def _rewind(self, tp: TopicPartition, messages: list[Any]) -> None:

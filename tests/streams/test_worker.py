@@ -710,3 +710,33 @@ def test_a_record_larger_than_the_dead_letter_topic_takes_is_cut_and_the_partiti
         }  # fmt: skip
     finally:
         run.stop_all()
+
+
+def test_a_limit_lowered_while_the_worker_runs_is_read_again_and_kept(run: Run) -> None:
+    """A changelog's max.message.bytes lowered after the worker started: the transaction the
+    broker refuses is rolled back, the limits are read again, and the fold fits them."""
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
+    from streams.topics import changelog_config
+
+    run.start_worker()
+    run.produce([(b"c0", b'{"sender_id": "c0", "event": "pause", "timestamp": 1.0}')])
+    run.wait_for_events(1, deadline_s=60)
+    admin = KafkaAdminClient(bootstrap_servers=run.bootstrap)
+    config = {**changelog_config(), "min.insync.replicas": "1", "max.message.bytes": "300000"}
+    heads = f"{run.prefix}-heads-changelog"
+    admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, heads, configs=config)])
+    admin.close()
+
+    def slot(name: str, offset: int) -> tuple[bytes, bytes]:
+        body = {"sender_id": "big", "event": "slot", "name": name, "value": name * 150_000}
+        return b"big", orjson.dumps({**body, "timestamp": 2.0 + offset})
+
+    run.produce([slot("a", 0), slot("b", 1)])  # a head of 300 KB: over the new limit
+    changelog = run.wait_for_events(3, deadline_s=90)
+    assert changelog["big"]["count"] == 2 and changelog["big"]["state"] is None
+    log = (run.tmp / "worker-0.log").read_text()
+    assert "MessageSizeTooLarge" in log
+    assert "the topics' limits read again (a changelog record may now hold 234464 bytes)" in log
+    tracker = get_json(run, "/conversations/big/tracker")
+    assert tracker["slots"] == {"a": "a" * 150_000, "b": "b" * 150_000}

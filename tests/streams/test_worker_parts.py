@@ -414,3 +414,30 @@ def test_a_dead_letter_keeps_the_record_or_what_the_dead_letter_topic_takes_of_i
     assert (key, value) == (b"k" * 500, b"v" * 500)
     assert [name for name, _ in headers] == ["trackerflow.truncated"]
     assert dead_letter(record(None, b"v" * 1001), 1000)[:2] == (None, b"v" * 1000)
+
+
+def test_limits_read_again_apply_to_the_folds_made_from_then_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from types import SimpleNamespace
+
+    import streams.worker as worker_module
+    from streams.topics import TopicsError
+
+    worker = Worker(load_settings(app_id="app", max_record_bytes=1_000_000))
+    assert worker.kept_room == 1_000_000
+
+    def refused(settings: Any) -> Any:
+        raise TopicsError("cannot reach Kafka")
+
+    monkeypatch.setattr(worker_module, "ensure_topics", refused)
+    asyncio.run(worker._read_limits())
+    assert worker.kept_room == 1_000_000
+    assert "cannot read the topics' limits again (cannot reach Kafka)" in caplog.text
+    lowered = {"app-heads-changelog": 300_000, "trackerflow.signals": 100_000}
+    monkeypatch.setattr(worker_module, "ensure_topics", lambda s: SimpleNamespace(limits=lowered))
+    asyncio.run(worker._read_limits())
+    assert worker.kept_room == 300_000 - RECORD_OVERHEAD
+    assert worker.folder(MemoryState()).max_kept_bytes == 300_000 - RECORD_OVERHEAD
+    assert worker._batch_limits == {"app-heads-changelog": 300_000, "trackerflow.signals": 100_000}
+    assert "a changelog record may now hold 234464 bytes" in caplog.text
