@@ -179,7 +179,7 @@ class StreamFolder:
         try:
             signals = self._fold(conversation_id, event, topic, partition, offset, partition_key)
         except EventError as error:  # the changelogs could not keep it (see max_kept_bytes)
-            return _unkept(error, source, conversation_id)
+            return _dead(error, source, conversation_id)
         if signals is None:
             return Outcome("skipped", source, conversation_id)
         return Outcome("folded", source, conversation_id, signals, None, event.timestamp)
@@ -212,7 +212,7 @@ class StreamFolder:
                 signals = fold(conversation_id, event, topic, partition, offset, partition_key)
             except EventError as error:  # the changelogs could not keep it (see max_kept_bytes)
                 source = Source(topic, partition, offset)
-                notable.append((index, _unkept(error, source, conversation_id)))
+                notable.append((index, _dead(error, source, conversation_id)))
                 continue
             except Exception as error:  # a bug: keep the batch, make the record dead
                 self.forget()
@@ -262,8 +262,7 @@ class StreamFolder:
                 conversation_id=conversation_id,
             )
         except EventError as error:
-            where = error.at(topic=topic, partition=partition, kafka_offset=offset)
-            return Outcome("dead", Source(topic, partition, offset), error=where)
+            return _dead(error, Source(topic, partition, offset))
         if conversation_id is None:
             return Outcome("rekeyed", Source(topic, partition, offset), decoded.sender_id)
         return decoded.sender_id, decoded.event
@@ -477,14 +476,13 @@ def _check_field(what: str, value: bytes, limit: int) -> None:
         )
 
 
-def _unkept(error: EventError, source: Source, conversation_id: str) -> Outcome:
-    where = error.at(
-        topic=source.topic,
-        partition=source.partition,
-        kafka_offset=source.offset,
-        conversation_id=conversation_id,
+def _dead(error: EventError, source: Source, conversation_id: str | None = None) -> Outcome:
+    """The record at ``source`` is dead: ``error``, located there (and in the conversation)."""
+    where = {"conversation_id": conversation_id} if conversation_id is not None else {}
+    located = error.at(
+        topic=source.topic, partition=source.partition, kafka_offset=source.offset, **where
     )
-    return Outcome("dead", source, error=where)
+    return Outcome("dead", source, error=located)
 
 
 def _set_reminders(head: Head, pending: Pending) -> None:
@@ -531,9 +529,9 @@ def control_of(headers: Sequence[tuple[str, bytes | None]]) -> str | None:
 
 
 def _internal_error(error: Exception, topic: str, partition: int, offset: int) -> Outcome:
-    where = EventError(
+    bug = EventError(
         f"internal error while folding: {type(error).__name__}: {error}",
         expected="a record trackerflow can fold",
         got="an event that triggered a bug (please report it with this record)",
-    ).at(topic=topic, partition=partition, kafka_offset=offset)
-    return Outcome("dead", Source(topic, partition, offset), error=where)
+    )
+    return _dead(bug, Source(topic, partition, offset))
