@@ -165,7 +165,11 @@ def free_port() -> int:
 
 
 def port_is_free(port: int) -> bool:
+    """True if a server may listen on ``port`` of 127.0.0.1 now. Like Kafka's own listener, the
+    check sets SO_REUSEADDR: connections a stopped broker closed (TIME_WAIT, for a minute) do not
+    keep its port, a listener does."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -187,8 +191,10 @@ def start(
 ) -> BrokerInfo:
     """Start a broker in ``data_dir`` and wait until it answers a metadata request.
 
-    Free ports are picked when none are given. If a broker of this data dir already runs, it is
-    returned as it is (an error if it differs in version or in an explicitly requested port).
+    Ports not given are those of the data dir's last start (its clients' bootstrap address stays
+    true; an error if that port is taken now, a free controller port instead), or free ones for
+    a new data dir. If a broker of this data dir already runs, it is returned as it is (an error
+    if it differs in version or in an explicitly requested port).
     ``extra_config`` adds server properties or replaces the template's (more listeners, for
     SASL and SSL; the PLAINTEXT listener on ``port`` must stay: readiness is checked there).
     ``format_args`` go to the storage format of a new data dir (``--add-scram ...`` users).
@@ -210,6 +216,10 @@ def start(
         options = jvm_options(version, heap, jit)
         jars = ensure_jars(version)
         java = _java()
+        if previous is not None:  # back on its ports, if it can be
+            port = previous.port if port is None else port
+            if controller_port is None and port_is_free(previous.controller_port):
+                controller_port = previous.controller_port
         port = _port(port, "port")
         controller_port = _port(controller_port, "controller port", avoid=port)
         config = _write_config(data_dir, port, controller_port, extra_config or {})

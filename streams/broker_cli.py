@@ -50,8 +50,9 @@ def broker() -> None:
     type=click.IntRange(0, 65535),
     envvar="TRACKERFLOW_BROKER_PORT",
     show_envvar=True,
-    help=f"Port of the PLAINTEXT listener on 127.0.0.1. Default {DEFAULT_PORT}, if free; "
-    "0 picks a free port.",
+    help="Port of the PLAINTEXT listener on 127.0.0.1. Default: the port of the data dir's "
+    f"last start (its clients' address stays true), else {DEFAULT_PORT} if free; 0 picks a "
+    "free port.",
 )
 @click.option(
     "--controller-port",
@@ -114,8 +115,8 @@ def start(
     began = time.monotonic()
     try:
         current = local.running(data_dir)
-        if current is None and port is None:
-            port = _default_port()
+        if current is None and port is None and local.status(data_dir) is None:
+            port = _default_port()  # a new data dir (one started before keeps its port)
         if current is None and not local.jars_cached(kafka_version):
             _say(f"Fetching the Kafka {kafka_version} jars with Maven (first start only) ...")
         info = local.start(

@@ -63,6 +63,29 @@ class HealthCollector(Collector):
                 "Events partitions this worker owns.",
                 value=len(report["partitions"]),
             )
+        kafka = report.get("kafka")
+        if isinstance(kafka, Mapping) and kafka.get("answering") is not None:
+            yield GaugeMetricFamily(
+                "trackerflow_kafka_answering",
+                "1 if Kafka answered the worker's last check (every 2 s), else 0.",
+                value=int(bool(kafka["answering"])),
+            )
+            if kafka.get("unanswered_s") is not None:
+                yield GaugeMetricFamily(
+                    "trackerflow_kafka_unanswered_seconds",
+                    "Seconds since Kafka last answered the worker (0 while it answers).",
+                    value=kafka["unanswered_s"],
+                )
+        lag = report.get("lag")
+        if isinstance(lag, Mapping):
+            family = GaugeMetricFamily(
+                "trackerflow_lag_records",
+                "Records of an owned events partition not yet folded and committed.",
+                labels=["partition"],
+            )
+            for partition, records in lag.items():
+                family.add_metric([str(partition)], records)
+            yield family
         if "uptime_s" in report:
             yield GaugeMetricFamily(
                 "trackerflow_uptime_seconds", "Seconds since the worker started.",

@@ -69,6 +69,7 @@ from processors.domain import Domain
 from processors.reminders import REMINDER_TRIGGERED, listing
 from processors.stream import Head, Outcome, StreamFolder
 from streams.fetching import install
+from streams.liveness import PROBE_S, KafkaCheck
 from streams.publisher import RASA_ENVIRONMENT_HEADER
 from streams.settings import Settings, kafka_client_config
 from streams.stores import MemoryState, PartitionState, RocksState, Store, lock_state_dir
@@ -535,6 +536,7 @@ class Worker:
         self._full_collection = time.monotonic() + GC_FULL_COLLECTION_S
         self._lag_commit = time.monotonic() + LAG_COMMIT_S
         self._lag_task: asyncio.Task[None] | None = None
+        self.kafka = KafkaCheck()  # does Kafka answer, and the owned partitions' lag
 
     # -- what the HTTP API reads --------------------------------------------------------------
 
@@ -604,11 +606,13 @@ class Worker:
         )
         self._consumer = consumer
         await consumer.start()
+        watch: asyncio.Future[None] | None = None
         try:
             topics = self.topics
             for topic in (topics.events, topics.signals, topics.dlq, topics.rekeyed):
                 self._sizes[topic] = len(await self._partitions_of(consumer, topic))
             consumer.subscribe([self.topics.events, self.topics.rekeyed], listener=_Listener(self))
+            watch = asyncio.ensure_future(self._watch_kafka(consumer, stop))
             # the state is many small long-lived objects: collect the young generation rarely
             # and keep what was restored out of full collections (frozen after each restore)
             gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
@@ -631,6 +635,10 @@ class Worker:
                 while self._backlog() > 2 * limit and not stop.is_set():
                     await asyncio.sleep(0.005)  # let the partitions catch up before fetching more
         finally:
+            if watch is not None:
+                watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watch
             if self._lag_task is not None:
                 await self._lag_task
             async with self._lock:
@@ -640,6 +648,23 @@ class Worker:
             await consumer.stop()
             if self._state_lock is not None:
                 self._state_lock.close()
+
+    async def _watch_kafka(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
+        """Every PROBE_S, ask Kafka for the end offsets of the partitions the worker reads
+        (``self.kafka``: whether it answers, and the owned partitions' lag)."""
+        read = [
+            TopicPartition(topic, number)
+            for topic in (self.topics.events, self.topics.rekeyed)
+            for number in range(self._sizes[topic])
+        ]
+
+        def positions() -> dict[TopicPartition, int]:
+            return {tp: n for part in self.partitions.values() for tp, n in part.committed.items()}
+
+        while not stop.is_set():
+            await self.kafka.probe(consumer.end_offsets, read, positions)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), PROBE_S)
 
     async def _commit_lag(
         self, consumer: AIOKafkaConsumer, parts: Iterable[Partition] | None = None

@@ -77,6 +77,7 @@ def worker(domain: Path | None, loglevel: str, **overrides: Any) -> None:
       trackerflow broker start
       trackerflow worker --web-port 6066
     """
+    from streams.liveness import quiet_repeats
     from streams.worker_service import run_worker
 
     parsed = load_domain(domain) if domain is not None else None
@@ -89,6 +90,7 @@ def worker(domain: Path | None, loglevel: str, **overrides: Any) -> None:
         level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.root.level))
+    quiet_repeats()  # a broker away makes aiokafka log every retry of every connection
     try:
         asyncio.run(run_worker(settings, domain=parsed, message_limits=topics.limits))
     except (KafkaError, OSError, StateError) as error:

@@ -117,8 +117,11 @@ class WorkerService(ConversationService):
             await asyncio.sleep(0.02)
 
     def health(self) -> dict[str, Any]:
+        kafka = self.worker.kafka
         return {
-            "status": "ok",
+            "status": "degraded" if kafka.answering is False else "ok",
+            "kafka": kafka.report(),
+            "lag": {str(number): n for number, n in sorted(kafka.lag.items())},
             "uptime_s": round(time.time() - self.started, 1),
             "partitions": sorted(self.worker.partitions),
             "producers": self.worker.producers(),

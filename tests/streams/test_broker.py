@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -101,10 +102,25 @@ def test_the_cli_starts_reports_and_stops_a_real_broker(
     assert again.stdout.strip() == bootstrap
     assert f"already runs at {bootstrap} (pid {state['pid']})" in again.stderr
 
+    # stopped with a client connected (the broker closes first: its side lingers in TIME_WAIT),
+    # it starts again on the same address, and its topics are there
+    host, port = bootstrap.split(":")
+    client = socket.create_connection((host, int(port)))
     stopped = cli("stop", "--data-dir", str(data_dir))
     assert stopped.returncode == 0, stopped.stderr
     assert f"Stopped Kafka {local_kafka_version} at {bootstrap}" in stopped.stderr
     assert not alive(state["pid"])
+    restarted = cli("start", "--data-dir", str(data_dir), "--jit", "full")
+    client.close()
+    assert restarted.returncode == 0, restarted.stderr
+    assert restarted.stdout.strip() == bootstrap
+    round_trip(bootstrap, "lifecycle-again")
+    probe = KafkaConsumer(bootstrap_servers=bootstrap)
+    assert {"lifecycle", "lifecycle-again"} <= probe.topics()
+    probe.close()
+
+    stopped = cli("stop", "--data-dir", str(data_dir))
+    assert stopped.returncode == 0, stopped.stderr
     assert not (data_dir / "broker.pid").exists()
 
     after = cli("status", "--data-dir", str(data_dir))
@@ -180,3 +196,20 @@ def test_cluster_ids_look_like_kafkas_own() -> None:
 
 def test_the_pom_has_a_profile_for_the_default_and_the_4x_versions() -> None:
     assert {"3.9.2", "4.1.1", "4.3.0"} <= set(broker.supported_versions())
+
+
+def test_a_port_is_free_once_its_server_stopped_though_its_connections_linger() -> None:
+    """A broker stopped with clients connected leaves its side of their connections in
+    TIME_WAIT for a minute; starting it again on its port must work (Kafka binds with
+    SO_REUSEADDR), while a port something listens on is in use."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = server.accept()
+    assert not broker.port_is_free(port)
+    accepted.close()  # the server's side closes first, so the server's end waits in TIME_WAIT
+    client.close()
+    server.close()
+    assert broker.port_is_free(port)
+    with socket.socket() as plain, pytest.raises(OSError):  # what the check did before
+        plain.bind(("127.0.0.1", port))

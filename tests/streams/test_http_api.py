@@ -245,6 +245,8 @@ class WorkerLikeService(FakeService):
             "store": "rocksdb",
             "restored_records": 120,
             "reminders": {"fired": 5, "missed": 1, "pending": 9},
+            "kafka": {"answering": False, "unanswered_s": 31.5, "error": "no answer within 5 s"},
+            "lag": {"0": 17, "3": 0},
         }
 
 
@@ -275,6 +277,10 @@ async def test_metrics_are_the_health_numbers_for_prometheus_without_auth() -> N
             ("trackerflow_reminders_pending", ()): 9,
             ("trackerflow_partitions_owned", ()): 2,
             ("trackerflow_uptime_seconds", ()): 12.5,
+            ("trackerflow_kafka_answering", ()): 0,
+            ("trackerflow_kafka_unanswered_seconds", ()): 31.5,
+            ("trackerflow_lag_records", (("partition", "0"),)): 17,
+            ("trackerflow_lag_records", (("partition", "3"),)): 0,
         }
         # a report without the worker's numbers gives no metrics, not an error
         async with serving(FakeService()) as bare:

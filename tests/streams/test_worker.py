@@ -27,6 +27,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from processors.stream import Inbound, StreamFolder
+from streams import broker
 from streams.broker import free_port
 from streams.settings import load_settings
 from streams.topics import ensure_topics
@@ -740,3 +741,55 @@ def test_a_limit_lowered_while_the_worker_runs_is_read_again_and_kept(run: Run) 
     assert "the topics' limits read again (a changelog record may now hold 234464 bytes)" in log
     tracker = get_json(run, "/conversations/big/tracker")
     assert tracker["slots"] == {"a": "a" * 150_000, "b": "b" * 150_000}
+
+
+@pytest.fixture
+def own_broker(local_kafka_version: str, tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A broker of the test's own (the test stops and starts it): its data dir and version."""
+    data_dir = tmp_path / "own-broker"
+    broker.start(data_dir, version=local_kafka_version)
+    try:
+        yield data_dir, local_kafka_version
+    finally:
+        broker.stop(data_dir)
+
+
+def test_a_broker_restart_under_a_running_worker_loses_nothing_and_health_says_so(
+    own_broker: tuple[Path, str], tmp_path: Path
+) -> None:
+    data_dir, version = own_broker
+    bootstrap = broker.start(data_dir, version=version).bootstrap  # already running: its address
+    run = Run(bootstrap, tmp_path, per_transaction=3)
+    try:
+        records = sample()
+        half = len(records) // 2
+        run.start_worker()
+        assert_producers(run, 0)
+        run.produce(records[:half])
+        broker.stop(data_dir)  # while the worker folds and commits what just came
+        down = wait_for_health(run, 0, lambda h: h["status"] == "degraded", deadline_s=30)
+        assert down["status"] == "degraded", down
+        assert down["kafka"]["answering"] is False and down["kafka"]["error"]
+        assert down["kafka"]["unanswered_s"] > 0
+        time.sleep(8)  # long enough for aiokafka to retry every connection many times over
+
+        again = broker.start(data_dir, version=version)
+        assert again.bootstrap == bootstrap  # back on its port
+        up = wait_for_health(run, 0, lambda h: h["status"] == "ok", deadline_s=60)
+        assert up["kafka"] == {"answering": True, "unanswered_s": 0.0, "error": None}
+        run.produce(records[half:])
+        assert_folded_exactly_once(run, records, deadline_s=120)
+        done = wait_for_health(
+            run, 0, lambda h: h["records"]["folded"] == len(records) and not any(h["lag"].values())
+        )
+        assert done["records"]["folded"] == len(records) and done["records"]["dead"] == 0
+        assert done["lag"] == {str(p): 0 for p in range(6)}
+        assert_producers(run, 0)
+    finally:
+        run.stop_all()
+    log = (tmp_path / "worker-0.log").read_text()
+    assert log.count("Kafka does not answer") == 1, log[-3000:]
+    assert log.count("Kafka answers again, after") == 1, log[-3000:]
+    # aiokafka retried every connection tens of times a second: one line of each kind per 30 s
+    retries = [line for line in log.splitlines() if " aiokafka" in line]
+    assert len(retries) < 40, "\n".join(retries[-40:])
