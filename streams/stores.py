@@ -72,6 +72,8 @@ class StateError(TrackerflowError, RuntimeError):
 class Store(MutableMapping[str, Any]):
     """The interface both kinds of store offer beyond a mapping."""
 
+    encode: Callable[[Any], bytes]  # how a value is written to the changelog (and database)
+
     def drain(self) -> Records:  # pragma: no cover - interface
         raise NotImplementedError
 

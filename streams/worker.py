@@ -72,7 +72,14 @@ from streams.fetching import install
 from streams.liveness import PROBE_S, KafkaCheck
 from streams.publisher import RASA_ENVIRONMENT_HEADER
 from streams.settings import Settings, kafka_client_config
-from streams.stores import MemoryState, PartitionState, RocksState, Store, lock_state_dir
+from streams.stores import (
+    MemoryState,
+    PartitionState,
+    RocksState,
+    Store,
+    head_encoder,
+    lock_state_dir,
+)
 from streams.topics import (
     RECORD_OVERHEAD,
     TABLES,
@@ -110,6 +117,7 @@ POSITIONS_KEY = b"\xfftrackerflow.positions"
 FETCH_WAIT_MS = 5
 FETCH_MIN_BYTES = 256 * 1024
 LAG_COMMIT_S = 5.0  # how often the group's offsets are committed for lag monitoring
+LIMITS_S = 60.0  # how often the topics' max.message.bytes are read again
 # A partition's next transaction cannot add partitions while the broker still writes the markers
 # of its last one (CONCURRENT_TRANSACTIONS, a few ms here). aiokafka then waits a fixed 20 ms
 # before it asks again: that wait was the floor of every back-to-back transaction (25 ms, and
@@ -307,6 +315,11 @@ class Partition:
     @property
     def heads(self) -> Store:
         return self.state.heads
+
+    def use_room(self, room: int) -> None:
+        """Fold and write heads within ``room`` bytes from now on (the topics' limits changed)."""
+        self.folder.max_kept_bytes = room
+        self.heads.encode = head_encoder(room)
 
     @property
     def history(self) -> Store:
@@ -661,8 +674,12 @@ class Worker:
         def positions() -> dict[TopicPartition, int]:
             return {tp: n for part in self.partitions.values() for tp, n in part.committed.items()}
 
+        limits_due = time.monotonic() + LIMITS_S
         while not stop.is_set():
             await self.kafka.probe(consumer.end_offsets, read, positions)
+            if self.kafka.answering and time.monotonic() >= limits_due:
+                limits_due = time.monotonic() + LIMITS_S
+                await self._read_limits()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), PROBE_S)
 
@@ -698,21 +715,30 @@ class Worker:
         smallest = min(limits[t] for t in (self.heads_changelog, self.history_changelog))
         self.kept_room = smallest - min(RECORD_OVERHEAD, smallest // 4)
 
-    async def _read_limits(self) -> None:
-        """Read the topics' limits from the broker again (a transaction was refused as too
-        large: someone lowered one since the worker started); the shards taken from now on
-        fold within them."""
+    async def _read_limits(self, refused: bool = False) -> None:
+        """Read the topics' limits from the broker again: every LIMITS_S, and when a
+        transaction was ``refused`` as too large (someone lowered one since they were read).
+        Every partition folds within them from its next batch on."""
+        before = self.kept_room
         try:
             report = await asyncio.to_thread(ensure_topics, self.settings)
         except TopicsError as error:
             log.warning("cannot read the topics' limits again (%s)", error)
             return
         self.limit_to(report.limits)
-        log.warning(
-            "a transaction was refused as too large: the topics' limits read again (a "
-            "changelog record may now hold %d bytes)",
-            self.kept_room,
-        )
+        if refused:
+            log.warning(
+                "a transaction was refused as too large: the topics' limits read again (a "
+                "changelog record may now hold %d bytes)",
+                self.kept_room,
+            )
+        elif self.kept_room != before:
+            log.warning(
+                "the topics' limits changed: a changelog record may now hold %d bytes (before: "
+                "%d)",
+                self.kept_room,
+                before,
+            )
 
     def _collect(self) -> None:
         started = time.monotonic()
@@ -747,7 +773,7 @@ class Worker:
                 shard.failed,
             )
             if isinstance(shard.failed, TOO_LARGE):
-                await self._read_limits()
+                await self._read_limits(refused=True)
             await self._roll_back(shard.number)
 
     def _rewind(self, tp: TopicPartition, messages: list[Any]) -> None:
@@ -918,6 +944,8 @@ class Worker:
         changed state and new read positions; those positions (None: nothing changed). The
         records' outcomes and the reminders fired or missed are counted in ``counts``."""
         offsets: dict[TopicPartition, int] = {}
+        if owned.folder.max_kept_bytes != self.kept_room:  # the limits were read again
+            owned.use_room(self.kept_room)
         folder = owned.folder
         for tp, messages in parts:
             batch = folder.process_batch(tp.topic, tp.partition, messages)

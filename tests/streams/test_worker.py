@@ -742,6 +742,23 @@ def test_a_limit_lowered_while_the_worker_runs_is_read_again_and_kept(run: Run) 
     tracker = get_json(run, "/conversations/big/tracker")
     assert tracker["slots"] == {"a": "a" * 150_000, "b": "b" * 150_000}
 
+    # raised again: read within a minute (nothing is refused), and used by the partition the
+    # worker still owns, so the head is written with its state again
+    admin = KafkaAdminClient(bootstrap_servers=run.bootstrap)
+    config["max.message.bytes"] = "1000000"
+    admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, heads, configs=config)])
+    admin.close()
+    deadline = time.monotonic() + 90
+    while "the topics' limits changed" not in log and time.monotonic() < deadline:
+        time.sleep(1)
+        log = (run.tmp / "worker-0.log").read_text()
+    assert "changelog record may now hold 934464 bytes (before: 234464)" in log
+    run.produce([slot("c", 2)])
+    changelog = run.wait_for_events(4, deadline_s=60)
+    assert changelog["big"]["count"] == 3
+    assert changelog["big"]["state"]["slots"] == {k: k * 150_000 for k in "abc"}
+    assert log.count("MessageSizeTooLarge") == 1  # refused once, when it was lowered
+
 
 @pytest.fixture
 def own_broker(local_kafka_version: str, tmp_path: Path) -> Iterator[tuple[Path, str]]:

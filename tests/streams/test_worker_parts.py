@@ -441,3 +441,49 @@ def test_limits_read_again_apply_to_the_folds_made_from_then_on(
     assert worker.folder(MemoryState()).max_kept_bytes == 300_000 - RECORD_OVERHEAD
     assert worker._batch_limits == {"app-heads-changelog": 300_000, "trackerflow.signals": 100_000}
     assert "a changelog record may now hold 234464 bytes" in caplog.text
+
+
+def test_a_limit_raised_while_the_worker_runs_reaches_the_partitions_it_owns(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from types import SimpleNamespace
+
+    import orjson
+
+    import streams.worker as worker_module
+    from streams.fetching import Fetched
+
+    settings = load_settings(app_id="app", max_record_bytes=1_000_000)
+    worker = Worker(settings, message_limits={"app-heads-changelog": 100_000})
+    assert worker.kept_room == 75_000
+    worker._sizes = {worker.topics.dlq: 1, worker.topics.signals: 1}
+    shard = Shard(0, producer=Producer(failing=set()))  # type: ignore[arg-type]
+    state = MemoryState(head_room=worker.kept_room)
+    owned = shard.parts[0] = Partition(0, state, worker.folder(state), shard)
+    tp = TopicPartition("t.events", 0)
+
+    def fold(offset: int, size: int) -> None:
+        body = {"sender_id": "c1", "event": "slot", "name": f"s{offset}", "value": "x" * size}
+        message = Fetched("t.events", 0, offset, 1_700_000_000_000, 0, b"c1",
+                          orjson.dumps(body), None, 2, 10, ())  # fmt: skip
+        asyncio.run(worker._transact(shard, [(owned, [(tp, [message])])]))
+
+    fold(0, 80_000)  # more than the room: dead
+    fold(1, 40_000)  # folded; its head (40 KB of slots) fits with its state
+    assert worker.counts["dead"] == 1 and worker.counts["folded"] == 1
+    fold(2, 40_000)  # folded; with 80 KB of slots, the head is written without its state
+    assert orjson.loads(state.heads.encode(state.heads["c1"]))["state"] is None
+
+    raised = {"app-heads-changelog": 1_000_000, "app-history-changelog": 1_000_000}
+    monkeypatch.setattr(worker_module, "ensure_topics", lambda s: SimpleNamespace(limits=raised))
+    asyncio.run(worker._read_limits())  # as every LIMITS_S
+    assert worker.kept_room == 1_000_000 - RECORD_OVERHEAD
+    assert f"the topics' limits changed: a changelog record may now hold {worker.kept_room} " \
+        "bytes (before: 75000)" in caplog.text  # fmt: skip
+    fold(3, 80_000)  # the partition, never taken again, folds within the new room
+    assert worker.counts["dead"] == 1 and worker.counts["folded"] == 3
+    assert owned.folder.max_kept_bytes == worker.kept_room
+    assert orjson.loads(state.heads.encode(state.heads["c1"]))["state"] is not None
+    caplog.clear()
+    asyncio.run(worker._read_limits())  # unchanged: nothing to say
+    assert "limits" not in caplog.text
