@@ -20,7 +20,10 @@ How exactly-once works (proven by the kill -9 and rebalance tests in tests/strea
   any earlier owner (a zombie, or the process killed a moment ago) and aborts its open
   transaction. Only then does it read the changelog partitions (``read_committed``, up to the
   last stable offset) into memory, positions included, and seek to those positions. State and
-  position are therefore always from the same committed transactions.
+  position are therefore always from the same committed transactions. The positions name the
+  transactional id that committed them: one other than the shard's (a worker with another
+  ``partitions_per_transaction``, perhaps a paused one) is fenced too, and the changelogs are
+  read again, before anything is folded.
 * Each head also stores the last applied offset per source partition, so a record delivered
   again (an offset commit that lost a race with a rebalance) is skipped, never applied twice.
 * If a transaction fails, the shard is rolled back: its partitions' state is re-read from the
@@ -106,6 +109,7 @@ HELD_RECHECK_S = 0.2
 # The heads changelog key of a partition's read positions ({source topic: next offset}). Not
 # UTF-8, so no conversation id (a UTF-8 string) can ever have it.
 POSITIONS_KEY = b"\xfftrackerflow.positions"
+WRITER = "writer"  # in the positions record: the transactional id that committed it
 # Fetching. A fetch that the broker answers as soon as one record arrives costs a request and
 # a response per few records under a steady load: at 1,000 events/s that was hundreds of fetches
 # a second, a third of the worker's CPU and a large share of the broker's. So a fetch waits up
@@ -292,6 +296,8 @@ class Partition:
     committed: dict[TopicPartition, int] = field(default_factory=dict)
     # the read positions restored from the heads changelog, by source topic
     restored: dict[str, int] = field(default_factory=dict)
+    # the transactional id that committed those positions (None: not known)
+    writer: str | None = None
     # fetched records waiting for the partition's next transaction, in order per topic partition
     pending: dict[TopicPartition, list[Any]] = field(default_factory=dict)
     waiting: int = 0
@@ -734,8 +740,7 @@ class Worker:
             )
         elif self.kept_room != before:
             log.warning(
-                "the topics' limits changed: a changelog record may now hold %d bytes (before: "
-                "%d)",
+                "the topics' limits changed: a changelog record may now hold %d bytes (before: %d)",
                 self.kept_room,
                 before,
             )
@@ -975,7 +980,10 @@ class Worker:
             outbox.add(self.history_changelog, number, key, value)
         by_topic = {tp.topic: offset for tp, offset in (owned.committed | offsets).items()}
         if offsets:
-            outbox.add(self.heads_changelog, number, POSITIONS_KEY, dumps(by_topic))
+            writer = self.transactional_id(owned.shard.number)
+            outbox.add(
+                self.heads_changelog, number, POSITIONS_KEY, dumps({**by_topic, WRITER: writer})
+            )
         return Positions(offsets, by_topic)
 
     def _effects(self, outbox: Outbox, outcome: Outcome, record: Any) -> None:
@@ -1031,6 +1039,8 @@ class Worker:
                 opened[which].parts[number] = self._partition(number, opened[which])
             parts = [part for shard in opened.values() for part in shard.parts.values()]
             await self._restore(parts)
+            if await self._fence_other_writers(parts):
+                await self._restore(parts)  # with what they committed before they were fenced
             for part in parts:
                 await self._seek_position(part)
         except BaseException:
@@ -1106,6 +1116,37 @@ class Worker:
             shard,
             own_topic=self.topics.events,
         )
+
+    async def _fence_other_writers(self, parts: list[Partition]) -> bool:
+        """Fence the producers that last committed these partitions under another
+        transactional id than their shard's now (workers with another
+        ``partitions_per_transaction``: a paused one could still commit what it folded). Its
+        open transaction is aborted. True if there were any."""
+        others = {
+            part.writer: part.number
+            for part in parts
+            if part.writer is not None
+            and part.writer != self.transactional_id(self.shard_of(part.number))
+        }
+        for writer, number in sorted(others.items()):
+            producer = AIOKafkaProducer(
+                transactional_id=writer, enable_idempotence=True, acks="all",
+                **kafka_client_config(self.settings),
+            )  # fmt: skip
+            try:
+                await producer.start()
+                await producer.begin_transaction()  # done once its InitProducerId is
+                await producer.commit_transaction()
+            finally:
+                await producer.stop()
+            log.warning(
+                "partition %d was last committed by producer %s (another "
+                "partitions_per_transaction): fenced it, so a paused worker with it cannot "
+                "commit any more",
+                number,
+                writer,
+            )
+        return bool(others)
 
     async def _open(self, number: int) -> Shard:
         """Start shard ``number``'s transactional producer: this fences every earlier owner."""
@@ -1188,7 +1229,9 @@ class Worker:
                     load = part.state.load
                     for message in messages:
                         if message.key == POSITIONS_KEY:
-                            part.restored = orjson.loads(message.value)
+                            positions = orjson.loads(message.value)
+                            part.writer = positions.pop(WRITER, None)
+                            part.restored = positions
                         else:
                             load(table, message.key, message.value)
             for part in owned:

@@ -54,6 +54,7 @@ class Run:
         self.per_transaction = per_transaction
         self.max_record_bytes = max_record_bytes
         self.ports: dict[int, int] = {}
+        self.per_worker: dict[int, int] = {}  # a worker's own partitions_per_transaction
         self.prefix = f"t{uuid.uuid4().hex[:10]}"
         self.workers: list[subprocess.Popen[bytes]] = []
         settings = load_settings(
@@ -73,7 +74,9 @@ class Run:
             "TRACKERFLOW_APP_ID": self.prefix,
             "TRACKERFLOW_WEB_PORT": str(port),
             "TRACKERFLOW_STORE": self.store,
-            "TRACKERFLOW_PARTITIONS_PER_TRANSACTION": str(self.per_transaction),
+            "TRACKERFLOW_PARTITIONS_PER_TRANSACTION": str(
+                self.per_worker.get(index, self.per_transaction)
+            ),
             # each worker its own state directory, kept across its restarts
             "TRACKERFLOW_STATE_DIR": str(self.tmp / f"state-{index}"),
             **(
@@ -311,7 +314,9 @@ def test_a_worker_folds_every_conversation_like_an_offline_fold(run: Run) -> Non
     # within seconds (outside the transactions, for lag monitoring)
     ends = {p: end for p, end in run.events_ends().items() if end}
     events, rekeyed = f"{run.prefix}.events", f"{run.prefix}.events.rekeyed"
-    assert run.positions() == {p: {events: end, rekeyed: 0} for p, end in ends.items()}
+    assert run.positions() == {
+        p: {events: end, rekeyed: 0, "writer": f"{run.prefix}-{p}"} for p, end in ends.items()
+    }
     deadline = time.monotonic() + 30
     committed = {p: offset for p, offset in run.group_offsets().items() if offset is not None}
     while committed != ends and time.monotonic() < deadline:
@@ -434,14 +439,18 @@ def test_workers_joining_and_dying_mid_stream_keep_exactly_once(eos_run: Run) ->
     assert_producers(run, 0)
 
 
+@pytest.mark.parametrize("zombie_per_transaction", [3, 1], ids=["same-ids", "other-ids"])
 def test_a_paused_worker_that_lost_its_shards_is_fenced(
-    kafka_bootstrap: str, tmp_path: Path
+    kafka_bootstrap: str, tmp_path: Path, zombie_per_transaction: int
 ) -> None:
     """A "zombie": a worker stopped (SIGSTOP) mid-stream, with batches fetched and perhaps a
     transaction open, loses its shards to a second worker once its session expires, and then
     runs on (SIGCONT) as if nothing happened. The second worker's producers fenced its own (same
-    transactional ids), so nothing it still sends counts: every event and signal once."""
+    transactional ids), so nothing it still sends counts: every event and signal once. With
+    another partitions_per_transaction (other transactional ids), the second worker fences the
+    ids that last committed each partition, named in its positions."""
     run = Run(kafka_bootstrap, tmp_path, "memory", 3)
+    run.per_worker[0] = zombie_per_transaction
     try:
         records = sample()
         chunks = [records[i : i + 150] for i in range(0, len(records), 150)]
@@ -465,6 +474,8 @@ def test_a_paused_worker_that_lost_its_shards_is_fenced(
         assert zombie.poll() is None  # it lived on, and rejoined the group
     finally:
         run.stop_all()
+    fenced = (tmp_path / "worker-1.log").read_text().count("(another partitions_per_transaction)")
+    assert fenced == (6 if zombie_per_transaction == 1 else 0)
 
 
 def test_a_restarted_worker_reads_only_what_its_state_lacks(any_store_run: Run) -> None:
