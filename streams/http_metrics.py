@@ -76,6 +76,13 @@ class HealthCollector(Collector):
                     "Seconds since Kafka last answered the worker (0 while it answers).",
                     value=kafka["unanswered_s"],
                 )
+        failing = report.get("failing")
+        if isinstance(failing, list):
+            yield GaugeMetricFamily(
+                "trackerflow_failing_partitions",
+                "Owned partitions whose last transaction failed, until they are taken again.",
+                value=sum(len(f.get("partitions", ())) for f in failing),
+            )
         lag = report.get("lag")
         if isinstance(lag, Mapping):
             family = GaugeMetricFamily(

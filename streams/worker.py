@@ -97,6 +97,7 @@ log = logging.getLogger("trackerflow.worker")
 
 MAX_BATCH_BYTES = 512 * 1024  # producer batches; changelog topics accept 1 MiB records
 RETRY_S = 1.0
+RETRY_MAX_S = 30.0  # the longest wait before a shard whose transactions keep failing is retried
 TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)  # a batch over a topic's limit
 # Garbage collection. The state is millions of small long-lived objects, and Python's cyclic
 # collector would scan them again and again (it cost more than the fold itself). So what
@@ -500,6 +501,30 @@ def _estimate(key: bytes | None, value: bytes | None, headers: Any) -> int:
     return size
 
 
+@dataclass
+class Failing:
+    """A shard whose transaction failed, until it is taken again (``/health``'s ``failing``)."""
+
+    partitions: list[int]
+    error: str
+    in_a_row: int  # failed transactions since its last commit
+    retry_at: float  # monotonic time of the next take
+
+    def report(self, now: float) -> dict[str, Any]:
+        return {
+            "partitions": self.partitions,
+            "error": self.error,
+            "failed_transactions": self.in_a_row,
+            "retry_in_s": round(max(0.0, self.retry_at - now), 1),
+        }
+
+
+def retry_delay(in_a_row: int) -> float:
+    """Seconds before a failed shard is taken again: at once after one failed transaction, then
+    half a second, doubling with each failure in a row, at most RETRY_MAX_S."""
+    return 0.0 if in_a_row <= 1 else min(RETRY_MAX_S, 0.5 * 2 ** (in_a_row - 2))
+
+
 class Positions(NamedTuple):
     """A partition's read positions after a transaction: what it read to (by topic partition)
     and all its positions by topic (as its heads changelog and its store keep them)."""
@@ -544,6 +569,7 @@ class Worker:
         self.reader = "aiokafka"  # what reads fetched record batches (see ``choose_reader``)
         self._batch_limits: dict[str, int] = {}
         self.kept_room = 0
+        self.dead_letter_room = 0
         self.limit_to(message_limits or {})
         self.restored_records = 0  # changelog records read to take partitions
         self._state_lock: IO[bytes] | None = None
@@ -556,6 +582,8 @@ class Worker:
         self._lag_commit = time.monotonic() + LAG_COMMIT_S
         self._lag_task: asyncio.Task[None] | None = None
         self.kafka = KafkaCheck()  # does Kafka answer, and the owned partitions' lag
+        self.failing: dict[int, Failing] = {}  # shard number -> its failure, until taken again
+        self._in_a_row: Counter[int] = Counter()  # shard number -> failed transactions in a row
 
     # -- what the HTTP API reads --------------------------------------------------------------
 
@@ -713,13 +741,18 @@ class Worker:
         """Take each topic's ``max.message.bytes`` as the settings make it or as the ``broker``
         has it (from ``ensure_topics``), whichever is smaller: the outbox cuts its batches to
         the topics that accept less than the producer makes, and the folds keep what a
-        changelog record can hold (``kept_room``, see processors.stream's max_kept_bytes)."""
+        changelog record can hold (``kept_room``, see processors.stream's max_kept_bytes), and
+        the dead letters what the dead-letter topic can (half its limit: the rest for the reason
+        and the record's overhead; by default, as the worker creates it, max_record_bytes)."""
         limits = topic_limits(self.settings)
         for topic, limit in broker.items():
             limits[topic] = min(limit, limits.get(topic, limit))
         self._batch_limits = {t: n for t, n in limits.items() if n < MAX_BATCH_BYTES}
         smallest = min(limits[t] for t in (self.heads_changelog, self.history_changelog))
         self.kept_room = smallest - min(RECORD_OVERHEAD, smallest // 4)
+        dlq = limits.get(self.topics.dlq)
+        room = self.settings.max_record_bytes
+        self.dead_letter_room = room if dlq is None else min(room, dlq // 2)
 
     async def _read_limits(self, refused: bool = False) -> None:
         """Read the topics' limits from the broker again: every LIMITS_S, and when a
@@ -771,15 +804,26 @@ class Worker:
                 self._rewind(tp, messages)  # not (or no longer) ours: never skip past them
             else:
                 owned.put(tp, messages)
+        now = time.monotonic()
         for shard in [s for s in self.shards.values() if s.failed is not None]:
-            log.error(
-                "transaction of partitions %s failed (%s); rolling back",
-                sorted(shard.parts),
-                shard.failed,
-            )
-            if isinstance(shard.failed, TOO_LARGE):
-                await self._read_limits(refused=True)
-            await self._roll_back(shard.number)
+            failing = self.failing.get(shard.number)
+            if failing is None:  # just failed: say so, and when it is taken again
+                self._in_a_row[shard.number] += 1
+                in_a_row = self._in_a_row[shard.number]
+                failing = self.failing[shard.number] = Failing(
+                    sorted(shard.parts), str(shard.failed), in_a_row, now + retry_delay(in_a_row)
+                )
+                log.error(
+                    "transaction of partitions %s failed (%s; %d in a row); rolling back%s",
+                    failing.partitions,
+                    shard.failed,
+                    in_a_row,
+                    f" in {retry_delay(in_a_row):g} s" if retry_delay(in_a_row) else "",
+                )
+                if isinstance(shard.failed, TOO_LARGE):
+                    await self._read_limits(refused=True)
+            if now >= failing.retry_at:
+                await self._roll_back(shard.number)
 
     def _rewind(self, tp: TopicPartition, messages: list[Any]) -> None:
         assert self._consumer is not None
@@ -910,6 +954,12 @@ class Worker:
         await producer.begin_transaction()
         try:
             sent = await outbox.send(producer)
+            # aiokafka commits a transaction even when one of its batches failed (a topic
+            # refused it: too large, not authorized), which would commit the state without, say,
+            # its signals. So every batch must be written before the commit (which waits for
+            # them anyway); a failed one raises here, and the transaction is aborted.
+            for batch in sent:
+                await batch.future
             await producer.commit_transaction()
         except BaseException:
             with contextlib.suppress(Exception):
@@ -931,6 +981,7 @@ class Worker:
             owned.committed.update(offsets)
             owned.state.persist(ends.get(owned.number, {}), by_topic)
         self.transactions += 1
+        self._in_a_row.pop(shard.number, None)
         for kind, number in counts.items():
             if kind in self.reminder_counts:
                 self.reminder_counts[kind] += number
@@ -997,7 +1048,7 @@ class Worker:
             outbox.add(self.topics.signals, partition, key, dumps(signal.as_dict()))
         if outcome.kind == "dead":
             assert outcome.error is not None
-            dead_key, value, kept = dead_letter(record, self.settings.max_record_bytes)
+            dead_key, value, kept = dead_letter(record, self.dead_letter_room)
             dead_headers = [
                 ("trackerflow.error", dumps(outcome.error.as_dict())),
                 ("trackerflow.source", dumps(outcome.source._asdict())),
@@ -1076,7 +1127,10 @@ class Worker:
         assignment."""
         async with self._lock:
             numbers = {tp.partition for tp in tps}
-            await self._close_shards(sorted({self.shard_of(n) for n in numbers}))
+            shards = sorted({self.shard_of(n) for n in numbers})
+            await self._close_shards(shards)
+            for number in shards:  # a failed one is no longer this worker's to retry
+                self.failing.pop(number, None)
 
     def shard_of(self, number: int) -> int:
         """The shard of partition ``number`` (``partitions_per_transaction`` in a row)."""
@@ -1284,11 +1338,12 @@ class Worker:
         while tps:
             try:
                 await self._take(tps)
-                return
+                break
             except KafkaError as error:
                 log.error("re-taking partitions of shard %d failed (%s); retrying", number, error)
                 await self._close_shards([number])
                 await asyncio.sleep(RETRY_S)
+        self.failing.pop(number, None)
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]

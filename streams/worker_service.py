@@ -117,10 +117,12 @@ class WorkerService(ConversationService):
             await asyncio.sleep(0.02)
 
     def health(self) -> dict[str, Any]:
-        kafka = self.worker.kafka
+        kafka, now = self.worker.kafka, time.monotonic()
+        failing = [f.report(now) for _, f in sorted(self.worker.failing.items())]
         return {
-            "status": "degraded" if kafka.answering is False else "ok",
+            "status": "degraded" if kafka.answering is False or failing else "ok",
             "kafka": kafka.report(),
+            "failing": failing,
             "lag": {str(number): n for number, n in sorted(kafka.lag.items())},
             "uptime_s": round(time.time() - self.started, 1),
             "partitions": sorted(self.worker.partitions),

@@ -247,6 +247,7 @@ class WorkerLikeService(FakeService):
             "reminders": {"fired": 5, "missed": 1, "pending": 9},
             "kafka": {"answering": False, "unanswered_s": 31.5, "error": "no answer within 5 s"},
             "lag": {"0": 17, "3": 0},
+            "failing": [{"partitions": [3], "error": "x", "failed_transactions": 2}],
         }
 
 
@@ -281,6 +282,7 @@ async def test_metrics_are_the_health_numbers_for_prometheus_without_auth() -> N
             ("trackerflow_kafka_unanswered_seconds", ()): 31.5,
             ("trackerflow_lag_records", (("partition", "0"),)): 17,
             ("trackerflow_lag_records", (("partition", "3"),)): 0,
+            ("trackerflow_failing_partitions", ()): 1,
         }
         # a report without the worker's numbers gives no metrics, not an error
         async with serving(FakeService()) as bare:

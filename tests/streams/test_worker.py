@@ -821,3 +821,41 @@ def test_a_broker_restart_under_a_running_worker_loses_nothing_and_health_says_s
     # aiokafka retried every connection tens of times a second: one line of each kind per 30 s
     retries = [line for line in log.splitlines() if " aiokafka" in line]
     assert len(retries) < 40, "\n".join(retries[-40:])
+
+
+def test_a_topic_refusing_a_transactions_signals_holds_their_partitions_and_loses_nothing(
+    run: Run,
+) -> None:
+    """The signals topic refuses records (its max.message.bytes lowered below one signal): the
+    transactions with signals are aborted, not committed without them (aiokafka would commit
+    them), their partitions wait longer after each failure and /health says so; once the topic
+    takes them again, every event and signal is there once."""
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
+    def signals_take(limit: int) -> None:
+        admin = KafkaAdminClient(bootstrap_servers=run.bootstrap)
+        config = {"max.message.bytes": str(limit)}
+        topic = ConfigResource(ConfigResourceType.TOPIC, f"{run.prefix}.signals", configs=config)
+        admin.alter_configs([topic])
+        admin.close()
+
+    run.start_worker()
+    assert_producers(run, 0)
+    signals_take(150)
+    records = sample()
+    run.produce(records)
+    held = wait_for_health(
+        run,
+        0,
+        lambda h: any(f["failed_transactions"] >= 3 for f in h["failing"]),
+        deadline_s=90,
+    )
+    assert held["status"] == "degraded", held
+    assert all("MessageSizeTooLarge" in f["error"] for f in held["failing"])
+    assert run.read(".signals", timeout_ms=3000) == []  # none committed without its signals
+    signals_take(2 * 1024 * 1024)
+    assert_folded_exactly_once(run, records, deadline_s=120)
+    done = wait_for_health(run, 0, lambda h: h["records"]["folded"] == len(records))
+    assert done["status"] == "ok" and done["failing"] == [], done
+    log = (run.tmp / "worker-0.log").read_text()
+    assert "3 in a row); rolling back in 1 s" in log

@@ -206,11 +206,14 @@ def test_a_transaction_begun_while_the_last_ones_markers_are_written_asks_again_
 
 
 class Producer:
-    """A transactional producer whose commits number ``failing`` fail (counted from 1)."""
+    """A transactional producer whose commits number ``failing`` fail (counted from 1), and
+    whose batches to ``refusing`` fail as aiokafka's do: the batch's future, not the commit."""
 
-    def __init__(self, failing: set[int]) -> None:
+    def __init__(self, failing: set[int], refusing: str | None = None) -> None:
         self.failing = failing
+        self.refusing = refusing
         self.commits = 0
+        self.aborts = 0
 
     def create_batch(self) -> Any:
         from aiokafka.producer.message_accumulator import BatchBuilder
@@ -218,8 +221,13 @@ class Producer:
         return BatchBuilder(1 << 20, 0, is_transactional=True)
 
     async def send_batch(self, batch: Any, topic: str, partition: int) -> Any:
+        from aiokafka.errors import MessageSizeTooLargeError
+
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        done.set_result(namedtuple("Metadata", "offset")(0))
+        if topic == self.refusing:
+            done.set_exception(MessageSizeTooLargeError())
+        else:
+            done.set_result(namedtuple("Metadata", "offset")(0))
         return done
 
     async def begin_transaction(self) -> None:
@@ -231,7 +239,7 @@ class Producer:
             raise RuntimeError("commit failed")
 
     async def abort_transaction(self) -> None:
-        pass
+        self.aborts += 1
 
 
 def test_records_and_reminders_are_counted_once_their_transaction_commits() -> None:
@@ -487,3 +495,127 @@ def test_a_limit_raised_while_the_worker_runs_reaches_the_partitions_it_owns(
     caplog.clear()
     asyncio.run(worker._read_limits())  # unchanged: nothing to say
     assert "limits" not in caplog.text
+
+
+def test_a_shard_whose_transactions_keep_failing_is_retried_later_each_time_and_reported(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import time
+
+    from streams.worker import RETRY_MAX_S, retry_delay
+    from streams.worker_service import WorkerService
+
+    assert [retry_delay(n) for n in range(1, 10)] == [0, 0.5, 1, 2, 4, 8, 16, RETRY_MAX_S, 30]
+    worker = Worker(load_settings(app_id="app"))
+    service = WorkerService(worker, None, "http://here")  # type: ignore[arg-type]
+    taken: list[int] = []
+
+    async def roll_back(number: int) -> None:  # as Worker._roll_back, once it took the shard
+        taken.append(number)
+        worker.failing.pop(number, None)
+        worker.shards[number] = Shard(number)
+
+    worker._roll_back = roll_back  # type: ignore[method-assign]
+
+    def fail(error: str) -> None:
+        shard = worker.shards[0]
+        shard.parts = {0: Partition(0, MemoryState(), StreamFolder({}, {}), shard)}
+        shard.failed = RuntimeError(error)
+
+    worker.shards[0] = Shard(0)
+    assert service.health()["status"] == "ok" and service.health()["failing"] == []
+    fail("first")
+    asyncio.run(worker._dispatch({}))
+    assert taken == [0]  # the first failure: taken again at once
+    assert "transaction of partitions [0] failed (first; 1 in a row); rolling back" in caplog.text
+    fail("second")
+    asyncio.run(worker._dispatch({}))
+    assert taken == [0]  # the second in a row: half a second later
+    health = service.health()
+    assert health["status"] == "degraded"
+    assert health["failing"] == [
+        {"partitions": [0], "error": "second", "failed_transactions": 2, "retry_in_s": 0.5}
+    ]
+    assert "(second; 2 in a row); rolling back in 0.5 s" in caplog.text
+    asyncio.run(worker._dispatch({}))
+    assert taken == [0] and caplog.text.count("2 in a row") == 1  # said once
+    time.sleep(0.55)
+    asyncio.run(worker._dispatch({}))
+    assert taken == [0, 0] and service.health()["status"] == "ok"
+    fail("third")
+    asyncio.run(worker._dispatch({}))
+    assert service.health()["failing"][0]["failed_transactions"] == 3
+    assert service.health()["failing"][0]["retry_in_s"] == 1.0
+    # a revoked shard is not this worker's to retry any more
+    asyncio.run(worker.revoke([TopicPartition("t.events", 0)]))
+    assert service.health()["failing"] == []
+
+    # a committed transaction ends the run of failures
+    worker._sizes = {worker.topics.dlq: 1, worker.topics.signals: 1}
+    shard = Shard(0, producer=Producer(failing=set()))  # type: ignore[arg-type]
+    state = MemoryState()
+    shard.parts[0] = Partition(0, state, worker.folder(state), shard)
+    asyncio.run(worker._transact(shard, [(shard.parts[0], [])]))
+    assert worker.transactions == 0  # nothing to commit: the run goes on
+    assert worker._in_a_row[0] == 3
+    from streams.fetching import Fetched
+
+    record = Fetched("t.events", 0, 0, 1_700_000_000_000, 0, b"c1",
+                     b'{"sender_id": "c1", "event": "pause"}', None, 2, 10, ())  # fmt: skip
+    batch = [(TopicPartition("t.events", 0), [record])]
+    asyncio.run(worker._transact(shard, [(shard.parts[0], batch)]))
+    assert worker.transactions == 1 and worker._in_a_row[0] == 0
+    worker.shards[0] = Shard(0)
+    fail("again")
+    asyncio.run(worker._dispatch({}))
+    assert taken == [0, 0, 0]  # counted from one again: at once
+
+
+def test_dead_letters_are_cut_to_half_of_what_a_lowered_dead_letter_topic_takes() -> None:
+    from streams.fetching import Fetched
+    from streams.worker import Outbox
+
+    settings = load_settings(app_id="app", max_record_bytes=200_000)
+    assert Worker(settings).dead_letter_room == 200_000  # the topic as the worker creates it
+    worker = Worker(settings, message_limits={settings.topic_prefix + ".dlq": 100_000})
+    assert worker.dead_letter_room == 50_000
+    worker._sizes = {worker.topics.dlq: 1, worker.topics.signals: 1}
+    state = MemoryState()
+    folder = worker.folder(state)
+    record = Fetched("t.events", 0, 7, 1_700_000_000_000, 0, b"c1",
+                     b'{"sender_id": "c1", "event": "nope", "x": "' + b"x" * 80_000 + b'"}',
+                     None, 2, 80_000, ())  # fmt: skip
+    batch = folder.process_batch("t.events", 0, [record])
+    [(_, outcome)] = batch.notable
+    assert outcome.kind == "dead"
+    outbox = Outbox()
+    worker._effects(outbox, outcome, record)
+    [(key, value, headers)] = outbox.records[(worker.topics.dlq, 0)]
+    assert len(value) == 50_000 - len(key) and dict(headers)["trackerflow.truncated"]
+
+
+def test_a_transaction_one_of_whose_batches_failed_is_aborted_not_committed() -> None:
+    """aiokafka would commit it, state without its signals (a signals topic that refuses them):
+    the worker waits for every batch and aborts instead, and counts nothing."""
+    from aiokafka.errors import MessageSizeTooLargeError
+
+    from streams.fetching import Fetched
+
+    worker = Worker(load_settings(app_id="app"))
+    worker._sizes = {worker.topics.dlq: 1, worker.topics.signals: 1}
+    producer = Producer(failing=set(), refusing=worker.topics.signals)
+    shard = Shard(0, producer=producer)  # type: ignore[arg-type]
+    state = MemoryState()
+    shard.parts[0] = Partition(0, state, worker.folder(state), shard)
+    paused = Fetched("t.events", 0, 0, 1_700_000_000_000, 0, b"c1",
+                     b'{"sender_id": "c1", "event": "pause"}', None, 2, 10, ())  # fmt: skip
+    batch = [(TopicPartition("t.events", 0), [paused])]  # its signal: conversation_paused
+    with pytest.raises(MessageSizeTooLargeError):
+        asyncio.run(worker._transact(shard, [(shard.parts[0], batch)]))
+    assert (producer.commits, producer.aborts) == (0, 1)
+    assert worker.transactions == 0 and worker.counts["folded"] == 0
+    producer.refusing = None  # the topic takes it again: the shard taken again commits it all
+    state = MemoryState()
+    shard.parts[0] = Partition(0, state, worker.folder(state), shard)
+    asyncio.run(worker._transact(shard, [(shard.parts[0], batch)]))
+    assert (producer.commits, producer.aborts) == (1, 1) and worker.counts["folded"] == 1
