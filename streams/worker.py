@@ -710,10 +710,13 @@ class Worker:
 
         limits_due = time.monotonic() + LIMITS_S
         while not stop.is_set():
-            await self.kafka.probe(consumer.end_offsets, read, positions)
-            if self.kafka.answering and time.monotonic() >= limits_due:
-                limits_due = time.monotonic() + LIMITS_S
-                await self._read_limits()
+            try:
+                await self.kafka.probe(consumer.end_offsets, read, positions)
+                if self.kafka.answering and time.monotonic() >= limits_due:
+                    limits_due = time.monotonic() + LIMITS_S
+                    await self._read_limits()
+            except Exception:  # a bug: the watch must go on, and say so
+                log.exception("checking Kafka failed")
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), PROBE_S)
 
@@ -1131,6 +1134,7 @@ class Worker:
             await self._close_shards(shards)
             for number in shards:  # a failed one is no longer this worker's to retry
                 self.failing.pop(number, None)
+                self._in_a_row.pop(number, None)
 
     def shard_of(self, number: int) -> int:
         """The shard of partition ``number`` (``partitions_per_transaction`` in a row)."""
@@ -1176,13 +1180,11 @@ class Worker:
         transactional id than their shard's now (workers with another
         ``partitions_per_transaction``: a paused one could still commit what it folded). Its
         open transaction is aborted. True if there were any."""
-        others = {
-            part.writer: part.number
-            for part in parts
-            if part.writer is not None
-            and part.writer != self.transactional_id(self.shard_of(part.number))
-        }
-        for writer, number in sorted(others.items()):
+        others: dict[str, list[int]] = defaultdict(list)
+        for part in parts:
+            if part.writer not in (None, self.transactional_id(self.shard_of(part.number))):
+                others[str(part.writer)].append(part.number)
+        for writer, numbers in sorted(others.items()):
             producer = AIOKafkaProducer(
                 transactional_id=writer, enable_idempotence=True, acks="all",
                 **kafka_client_config(self.settings),
@@ -1194,10 +1196,10 @@ class Worker:
             finally:
                 await producer.stop()
             log.warning(
-                "partition %d was last committed by producer %s (another "
+                "partitions %s were last committed by producer %s (another "
                 "partitions_per_transaction): fenced it, so a paused worker with it cannot "
                 "commit any more",
-                number,
+                sorted(numbers),
                 writer,
             )
         return bool(others)

@@ -619,3 +619,31 @@ def test_a_transaction_one_of_whose_batches_failed_is_aborted_not_committed() ->
     shard.parts[0] = Partition(0, state, worker.folder(state), shard)
     asyncio.run(worker._transact(shard, [(shard.parts[0], batch)]))
     assert (producer.commits, producer.aborts) == (1, 1) and worker.counts["folded"] == 1
+
+
+def test_the_kafka_watch_outlives_an_unexpected_error(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import streams.worker as worker_module
+
+    monkeypatch.setattr(worker_module, "PROBE_S", 0.01)
+    worker = Worker(load_settings(app_id="app"))
+    worker._sizes = {worker.topics.events: 2, worker.topics.rekeyed: 2}
+    asked: list[list[TopicPartition]] = []
+
+    class Consumer:
+        async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+            asked.append(tps)
+            if len(asked) == 1:
+                raise ValueError("a bug")
+            stop.set()
+            return dict.fromkeys(tps, 0)
+
+    async def watch() -> None:
+        await worker._watch_kafka(Consumer(), stop)  # type: ignore[arg-type]
+
+    stop = asyncio.Event()
+    asyncio.run(watch())
+    assert len(asked) == 2 and len(asked[0]) == 4  # both topics' partitions
+    assert "checking Kafka failed" in caplog.text and "ValueError: a bug" in caplog.text
+    assert worker.kafka.answering is True
