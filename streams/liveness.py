@@ -35,7 +35,7 @@ REPEAT_WINDOW_S = 30.0  # aiokafka's repeated log lines: one of each kind per wi
 
 @dataclass
 class KafkaCheck:
-    """The last answers of the broker (``clock``: seconds, monotonic; ``wall``: epoch seconds)."""
+    """What the broker's last answers say (``clock``: seconds, monotonic)."""
 
     clock: Callable[[], float] = time.monotonic
     answering: bool | None = None  # None: not asked yet
@@ -48,9 +48,7 @@ class KafkaCheck:
     def answered(self, lag: Mapping[int, int]) -> None:
         now = self.clock()
         if self.answering is False:
-            since = self.last_answer if self.last_answer is not None else self.down_since
-            assert since is not None  # set by failed()
-            log.warning("Kafka answers again, after %.1f s without an answer", now - since)
+            log.warning("Kafka answers again, after %.1f s without an answer", now - self._since())
         self.answering, self.last_answer, self.error = True, now, None
         self.down_since = self.reminded = None
         self.lag = dict(lag)
@@ -73,8 +71,13 @@ class KafkaCheck:
         """Seconds since the last answer (None: none yet), 0 while Kafka answers."""
         if self.answering:
             return 0.0
+        return None if self.answering is None else round(self.clock() - self._since(), 1)
+
+    def _since(self) -> float:
+        """When Kafka last answered (or, if it never did, first did not); only once it failed."""
         since = self.last_answer if self.last_answer is not None else self.down_since
-        return None if since is None else round(self.clock() - since, 1)
+        assert since is not None
+        return since
 
     def report(self) -> dict[str, Any]:
         """``/health``'s ``kafka`` field."""
