@@ -546,9 +546,9 @@ def test_a_shard_whose_transactions_keep_failing_is_retried_later_each_time_and_
     asyncio.run(worker._dispatch({}))
     assert service.health()["failing"][0]["failed_transactions"] == 3
     assert service.health()["failing"][0]["retry_in_s"] == 1.0
-    # a revoked shard is not this worker's to retry any more
-    asyncio.run(worker.revoke([TopicPartition("t.events", 0)]))
-    assert service.health()["failing"] == []
+    time.sleep(1.05)
+    asyncio.run(worker._dispatch({}))
+    assert taken == [0, 0, 0] and service.health()["failing"] == []
 
     # a committed transaction ends the run of failures
     worker._sizes = {worker.topics.dlq: 1, worker.topics.signals: 1}
@@ -568,7 +568,14 @@ def test_a_shard_whose_transactions_keep_failing_is_retried_later_each_time_and_
     worker.shards[0] = Shard(0)
     fail("again")
     asyncio.run(worker._dispatch({}))
-    assert taken == [0, 0, 0]  # counted from one again: at once
+    assert taken == [0, 0, 0, 0]  # counted from one again: at once
+    fail("and again")
+    asyncio.run(worker._dispatch({}))
+    assert worker._in_a_row[0] == 2 and service.health()["failing"] != []
+
+    # a revoked shard is not this worker's to retry any more, and its run is forgotten
+    asyncio.run(worker.revoke([TopicPartition("t.events", 0)]))
+    assert service.health()["failing"] == [] and worker._in_a_row[0] == 0
 
 
 def test_dead_letters_are_cut_to_half_of_what_a_lowered_dead_letter_topic_takes() -> None:
