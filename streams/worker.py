@@ -813,15 +813,16 @@ class Worker:
             if failing is None:  # just failed: say so, and when it is taken again
                 self._in_a_row[shard.number] += 1
                 in_a_row = self._in_a_row[shard.number]
+                delay = retry_delay(in_a_row)
                 failing = self.failing[shard.number] = Failing(
-                    sorted(shard.parts), str(shard.failed), in_a_row, now + retry_delay(in_a_row)
+                    sorted(shard.parts), str(shard.failed), in_a_row, now + delay
                 )
                 log.error(
                     "transaction of partitions %s failed (%s; %d in a row); rolling back%s",
                     failing.partitions,
                     shard.failed,
                     in_a_row,
-                    f" in {retry_delay(in_a_row):g} s" if retry_delay(in_a_row) else "",
+                    f" in {delay:g} s" if delay else "",
                 )
                 if isinstance(shard.failed, TOO_LARGE):
                     await self._read_limits(refused=True)
@@ -1185,16 +1186,7 @@ class Worker:
             if part.writer not in (None, self.transactional_id(self.shard_of(part.number))):
                 others[str(part.writer)].append(part.number)
         for writer, numbers in sorted(others.items()):
-            producer = AIOKafkaProducer(
-                transactional_id=writer, enable_idempotence=True, acks="all",
-                **kafka_client_config(self.settings),
-            )  # fmt: skip
-            try:
-                await producer.start()
-                await producer.begin_transaction()  # done once its InitProducerId is
-                await producer.commit_transaction()
-            finally:
-                await producer.stop()
+            await (await self._fencing(writer)).stop()
             log.warning(
                 "partitions %s were last committed by producer %s (another "
                 "partitions_per_transaction): fenced it, so a paused worker with it cannot "
@@ -1204,18 +1196,14 @@ class Worker:
             )
         return bool(others)
 
-    async def _open(self, number: int) -> Shard:
-        """Start shard ``number``'s transactional producer: this fences every earlier owner."""
+    async def _fencing(self, transactional_id: str, **options: Any) -> AIOKafkaProducer:
+        """A started producer with ``transactional_id``: every earlier producer with that id is
+        fenced and its open transaction aborted (stopped again if that fails)."""
         producer = AIOKafkaProducer(
-            transactional_id=self.transactional_id(number),
+            transactional_id=transactional_id,
             enable_idempotence=True,
             acks="all",
-            linger_ms=0,
-            # a transaction begun right after a commit meets CONCURRENT_TRANSACTIONS while the
-            # broker writes the markers; the default 100 ms back-off would be the latency floor
-            retry_backoff_ms=10,
-            max_batch_size=MAX_BATCH_BYTES,
-            max_request_size=2 * MAX_BATCH_BYTES + self.settings.max_record_bytes,
+            **options,
             **kafka_client_config(self.settings),
         )
         try:
@@ -1224,6 +1212,24 @@ class Worker:
             # and their open transaction is aborted before this worker reads the changelog
             await producer.begin_transaction()
             await producer.commit_transaction()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            raise
+        return producer
+
+    async def _open(self, number: int) -> Shard:
+        """Start shard ``number``'s transactional producer: this fences every earlier owner."""
+        producer = await self._fencing(
+            self.transactional_id(number),
+            linger_ms=0,
+            # a transaction begun right after a commit meets CONCURRENT_TRANSACTIONS while the
+            # broker writes the markers; the default 100 ms back-off would be the latency floor
+            retry_backoff_ms=10,
+            max_batch_size=MAX_BATCH_BYTES,
+            max_request_size=2 * MAX_BATCH_BYTES + self.settings.max_record_bytes,
+        )
+        try:
             # the metadata of every topic it may write: otherwise the first transaction that
             # writes one (a partition's first signal, its first fired reminder) waits for it
             topics = self.topics
