@@ -654,3 +654,48 @@ def test_the_kafka_watch_outlives_an_unexpected_error(
     assert len(asked) == 2 and len(asked[0]) == 4  # both topics' partitions
     assert "checking Kafka failed" in caplog.text and "ValueError: a bug" in caplog.text
     assert worker.kafka.answering is True
+
+
+def test_no_young_collection_runs_while_a_transaction_of_many_partitions_folds() -> None:
+    """What a fold makes survives it (it is the state), so scanning it for garbage is waste:
+    what survives each partition's fold is frozen, and with the worker's threshold no
+    collection runs in the middle of a transaction, however many partitions it folds."""
+    import orjson
+
+    from streams.fetching import Fetched
+    from streams.worker import GC_YOUNG_THRESHOLD
+
+    worker = Worker(load_settings(app_id="app", partitions_per_transaction=6))
+    worker._sizes = {worker.topics.dlq: 1, worker.topics.signals: 1}
+    shard = Shard(0, producer=Producer(failing=set()))  # type: ignore[arg-type]
+    work = []
+    for number in range(6):
+        state = MemoryState()
+        part = shard.parts[number] = Partition(number, state, worker.folder(state), shard)
+        tp = TopicPartition("t.events", number)
+        records = []
+        for offset in range(2000):
+            key = f"c{number}-{offset % 500}".encode()
+            body = {"sender_id": key.decode(), "event": "user", "text": "hi", "parse_data": {
+                "intent": {"name": "greet", "confidence": 0.9}, "entities": []}}  # fmt: skip
+            records.append(Fetched("t.events", number, offset, 1_700_000_000_000, 0, key,
+                                   orjson.dumps(body), None, 2, 10, ()))  # fmt: skip
+        work.append((part, [(tp, records)]))
+    started: list[int] = []
+
+    def record(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started.append(info["generation"])
+
+    threshold = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
+    gc.callbacks.append(record)
+    try:
+        gc.freeze()  # as the worker runs: what was there before is frozen
+        asyncio.run(worker._transact(shard, work))
+    finally:
+        gc.callbacks.remove(record)
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
+    assert worker.counts["folded"] == 12_000
+    assert started == []
