@@ -995,7 +995,6 @@ class Worker:
                 self.reminder_counts[kind] += number
             else:
                 self.counts[kind] += number
-        gc.freeze()  # see GC_FULL_COLLECTION_S
 
     async def _fold_partition(
         self,
