@@ -38,7 +38,9 @@ faust-streaming was the first engine; its exactly-once mode lost and duplicated 
 kill -9 and rebalances (signals outside the transaction, faust-streaming issue 177; table writes
 committed apart from their offsets), so the worker drives aiokafka, faust's own Kafka client,
 directly. Its consumers read fetched record batches with trackerflow's compiled reader
-(``streams.fetching``): aiokafka's records and positions, at a third of the cost.
+(``streams.fetching``): aiokafka's records and positions, at a third of the cost. Its producers
+send batches written by trackerflow's compiled writer (``Outbox``): aiokafka's bytes, one call
+per batch.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ import contextlib
 import functools
 import gc
 import heapq
+import importlib
+import itertools
 import logging
 import time
 from collections import Counter, defaultdict, deque
@@ -97,6 +101,7 @@ from streams.topics import message_limits as topic_limits
 log = logging.getLogger("trackerflow.worker")
 
 MAX_BATCH_BYTES = 512 * 1024  # producer batches; changelog topics accept 1 MiB records
+Record = tuple[Any, ...]  # (key, value) or (key, value, headers): what an Outbox sends
 RETRY_S = 1.0
 RETRY_MAX_S = 30.0  # the longest wait before a shard whose transactions keep failing is retried
 TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)  # a batch over a topic's limit
@@ -132,6 +137,17 @@ LIMITS_S = 60.0  # how often the topics' max.message.bytes are read again
 TXN_CONCURRENT_RETRY_S = 0.002
 if hasattr(aiokafka.producer.sender, "BACKOFF_OVERRIDE"):  # tests/streams check it is there
     aiokafka.producer.sender.BACKOFF_OVERRIDE = TXN_CONCURRENT_RETRY_S
+
+
+def batch_writer() -> Any | None:
+    """The compiled batch writer's type, or None if the package was built without it."""
+    try:
+        return importlib.import_module("events._native").BatchWriter
+    except (ImportError, AttributeError):
+        return None
+
+
+BATCH_WRITER = batch_writer()
 
 
 @functools.lru_cache(maxsize=1 << 16)  # murmur2 is pure Python; a conversation's key repeats
@@ -421,14 +437,22 @@ class Outbox:
     """Records to write in one transaction, grouped by topic partition (order kept).
 
     ``limits``: the largest record batch a topic accepts, where that is less than the
-    producer's batch size (``message_limits``); batches to it are cut before they grow past it.
+    producer's batch size (``MAX_BATCH_BYTES``); batches to it are cut before they grow past it.
+    A record is ``(key, value)`` or ``(key, value, headers)``; every record of one ``send`` is
+    stamped with one time.
+
+    Batches are written by trackerflow's compiled writer (``events._native.BatchWriter``: the
+    bytes aiokafka's own builder writes, with one call per batch instead of one per record) and
+    handed to aiokafka's producer as they are. ``writer=None`` (a build without the compiled
+    extension) writes them with the producer's own builder, record by record.
     """
 
-    def __init__(self, limits: Mapping[str, int] | None = None) -> None:
-        self.records: dict[tuple[str, int], list[tuple[bytes | None, bytes | None, Any]]] = (
-            defaultdict(list)
-        )
+    def __init__(
+        self, limits: Mapping[str, int] | None = None, *, writer: Any = BATCH_WRITER
+    ) -> None:
+        self.records: dict[tuple[str, int], list[Record]] = defaultdict(list)
         self.limits = limits or {}
+        self.writer = writer
 
     def add(
         self,
@@ -440,40 +464,42 @@ class Outbox:
     ) -> None:
         self.records[(topic, partition)].append((key, value, headers))
 
+    def extend(self, topic: str, partition: int, records: Iterable[Record]) -> None:
+        """Add many records (a store's drained changes) at once."""
+        self.records[(topic, partition)].extend(records)
+
     async def send(self, producer: AIOKafkaProducer) -> list[Sent]:
         """Send every record; one ``Sent`` per produced batch, in order."""
         sent: list[Sent] = []
+        now_ms = int(time.time() * 1000)
         for (topic, partition), records in self.records.items():
-            limit = self.limits.get(topic)
-            batch = producer.create_batch()
-            keys: list[bytes | None] = []
-            for key, value, given in records:
-                headers = given or []
-                over = (
-                    limit is not None
-                    and keys
-                    and batch.size() + _estimate(key, value, headers) > limit
-                )
-                if not over and batch.append(key=key, value=value, timestamp=None, headers=headers):
-                    keys.append(key)
-                    continue
-                # full (for the producer, or for the topic): send it and start another
-                if keys:
-                    future = await producer.send_batch(batch, topic, partition=partition)
-                    sent.append(Sent(topic, partition, future, keys))
-                batch, keys = producer.create_batch(), []
-                if batch.append(key=key, value=value, timestamp=None, headers=headers):
-                    keys.append(key)
-                    continue
-                # a single record larger than a batch goes on its own
-                future = await producer.send(
-                    topic, value, key=key, partition=partition, headers=given
-                )
-                sent.append(Sent(topic, partition, future, [key]))
-            if keys:
+            limit = min(self.limits.get(topic, MAX_BATCH_BYTES), MAX_BATCH_BYTES)
+            start = 0
+            while start < len(records):
+                batch, taken = self._batch(producer, records, start, limit, now_ms)
                 future = await producer.send_batch(batch, topic, partition=partition)
-                sent.append(Sent(topic, partition, future, keys))
+                sent.append(Sent(topic, partition, future, records[start : start + taken]))
+                start += taken
         return sent
+
+    def _batch(
+        self, producer: AIOKafkaProducer, records: list[Record], start: int, limit: int, now: int
+    ) -> tuple[Any, int]:
+        """A batch of ``records[start:]``, up to ``limit`` bytes (at least one record), and
+        how many records it took."""
+        if self.writer is not None:
+            batch = self.writer(True)
+            return batch, batch.extend(records, start, limit, now)
+        batch = producer.create_batch()
+        taken = 0
+        for key, value, *more in itertools.islice(records, start, None):
+            headers = (more[0] if more else None) or []
+            if taken and batch.size() + _estimate(key, value, headers) > limit:
+                break
+            if batch.append(key=key, value=value, timestamp=now, headers=headers) is None:
+                break  # full for the producer
+            taken += 1
+        return batch, taken
 
 
 def dead_letter(record: Any, limit: int) -> tuple[bytes | None, bytes, list[Any]]:
@@ -542,7 +568,7 @@ class Sent(NamedTuple):
     topic: str
     partition: int
     future: asyncio.Future[Any]
-    keys: list[bytes | None]
+    records: list[Record]
 
 
 class Worker:
@@ -980,10 +1006,10 @@ class Worker:
             # raises if a record was not written (the commit would have too)
             first = batch.future.result().offset
             if batch.topic == self.topics.events and batch.partition in shard.parts:
-                own[batch.partition] += [(first + i, key) for i, key in enumerate(batch.keys)]
+                own[batch.partition] += [(first + i, r[0]) for i, r in enumerate(batch.records)]
             elif batch.topic in changelogs:  # the transaction's marker follows its records
                 table, tables = changelogs[batch.topic], ends[batch.partition]
-                tables[table] = max(tables.get(table, 0), first + len(batch.keys))
+                tables[table] = max(tables.get(table, 0), first + len(batch.records))
         for owned, (offsets, by_topic) in written:
             owned.wrote(own.get(owned.number, []))
             owned.committed.update(offsets)
@@ -1032,10 +1058,8 @@ class Worker:
             return None
         owned.index(changed)
         number = owned.number
-        for key, value in owned.heads.drain():
-            outbox.add(self.heads_changelog, number, key, value)
-        for key, value in owned.history.drain():
-            outbox.add(self.history_changelog, number, key, value)
+        outbox.extend(self.heads_changelog, number, owned.heads.drain())
+        outbox.extend(self.history_changelog, number, owned.history.drain())
         by_topic = {tp.topic: offset for tp, offset in (owned.committed | offsets).items()}
         if offsets:
             writer = self.transactional_id(owned.shard.number)

@@ -19,6 +19,7 @@
 //! * Events are built like `events.model.build_*` do: allocated by their type and their slots
 //!   filled directly (a frozen dataclass's `__init__` costs more than parsing the record).
 
+mod batches;
 mod encode;
 mod records;
 
@@ -894,5 +895,6 @@ impl Decoder {
 #[pymodule]
 fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<Decoder>()?;
-    module.add_class::<records::BatchReader>()
+    module.add_class::<records::BatchReader>()?;
+    module.add_class::<batches::BatchWriter>()
 }
