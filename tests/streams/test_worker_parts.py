@@ -347,7 +347,8 @@ def test_members_with_another_group_size_get_no_partitions_and_are_told_why(
 
 
 class BatchRecorder:
-    """A producer that keeps the batches it is given (aiokafka's own batch builder)."""
+    """A producer that keeps the sizes of the batches it is given (the compiled writer's, or
+    aiokafka's own builder's for an Outbox without it)."""
 
     def __init__(self) -> None:
         self.batches: list[tuple[str, int, int, int]] = []  # topic, partition, records, bytes
