@@ -24,6 +24,8 @@ Rules of this module (the shell owns the IO; this module owns the decisions):
 * Heads are written at ``flush`` (the shell calls it before it persists a batch): a
   conversation's ``state`` is computed once per batch, not once per event. Until then the
   folder keeps the changed heads itself, so deduplication and rebuilding already see them.
+  New history records are written at ``flush`` too, all at once (``update``, which the
+  worker's stores do in one step), and before the folder reads ``history`` itself.
 * What the changelogs cannot take is dead, not folded: with ``max_kept_bytes`` (the largest
   record value the worker's changelog topics accept), an event whose history record would be
   larger, a ``reminder`` event that would make the conversation's pending reminders take
@@ -164,6 +166,7 @@ class StreamFolder:
         self.cache_size = cache_size
         self._cache: OrderedDict[str, tuple[int, DialogueStateTracker]] = OrderedDict()
         self._live: dict[str, Head] = {}  # folded since the last flush; no "state" yet
+        self._kept: dict[str, bytes] = {}  # history records folded since the last flush
 
     def process(self, record: Inbound) -> Outcome:
         """Fold one record (see the module rules for the outcomes)."""
@@ -314,6 +317,7 @@ class StreamFolder:
         if head["offsets"].get(partition_key, -1) >= source.offset:
             return Outcome("skipped", source, conversation_id)
         head["offsets"][partition_key] = source.offset
+        self._write_kept()
         for seq in range(int(head["count"])):
             self.history.pop(history_key(conversation_id, seq), None)
         head.update(count=0, signals=list(SignalState()), replaced=body.get("request", ""))
@@ -350,7 +354,7 @@ class StreamFolder:
         if limit is not None and (len(kept) > limit or type(event) in _HEAD_GROWERS):
             _check_room(head, event, kept, count, tracker, limit)
         tracker.update(event)
-        self.history[history_key(conversation_id, count)] = kept
+        self._kept[history_key(conversation_id, count)] = kept
         remembered = head["signals"]
         signals: Sequence[Signal] = ()
         memory: SignalState | None = None
@@ -394,7 +398,9 @@ class StreamFolder:
 
     def flush(self) -> list[str]:
         """Write the head of every conversation folded since the last flush to ``heads`` (its
-        ``state`` computed once, however many of its events were folded); return their ids."""
+        ``state`` computed once, however many of its events were folded) and their new history
+        records to ``history``; return their ids."""
+        self._write_kept()
         done = list(self._live)
         for conversation_id in done:
             head = self._live[conversation_id]
@@ -403,9 +409,16 @@ class StreamFolder:
         self._live.clear()
         return done
 
+    def _write_kept(self) -> None:
+        if self._kept:
+            self.history.update(self._kept)
+            self._kept = {}
+
     def discard(self) -> None:
-        """Drop unflushed heads and every cached tracker (the shell rolls its stores back)."""
+        """Drop unflushed heads and history records and every cached tracker (the shell rolls
+        its stores back)."""
         self._live.clear()
+        self._kept = {}
         self._cache.clear()
 
     def tracker(self, conversation_id: str, *, partition: int = -1) -> DialogueStateTracker:
@@ -414,6 +427,7 @@ class StreamFolder:
         if cached is not None:
             self._cache.move_to_end(conversation_id)
             return cached[1]
+        self._write_kept()
         tracker = self._new_tracker(conversation_id)
         head = self._live.get(conversation_id) or self.heads.get(conversation_id)
         for seq in range(0 if head is None else int(head["count"])):

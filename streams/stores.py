@@ -82,6 +82,17 @@ class Store(MutableMapping[str, Any]):
         skip values whose encoding does not contain it (a cheap filter, not an exact one)."""
         raise NotImplementedError  # pragma: no cover - interface
 
+    def update(self, other: Any = (), /, **more: Any) -> None:
+        """Set many at once: a dict in one step (the folder's new history records), anything
+        else as ``MutableMapping`` does."""
+        if type(other) is dict and not more:
+            self._set_all(other)
+        else:
+            super().update(other, **more)
+
+    def _set_all(self, items: dict[str, Any]) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
 
 class ChangeStore(Store):
     """A dict that remembers what changed since the last ``drain``."""
@@ -101,6 +112,10 @@ class ChangeStore(Store):
     def __delitem__(self, key: str) -> None:
         del self.data[key]
         self.changed[key] = None
+
+    def _set_all(self, items: dict[str, Any]) -> None:
+        self.data.update(items)
+        self.changed.update(items)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.data)
@@ -238,6 +253,9 @@ class RocksStore(Store):
 
     def __setitem__(self, key: str, value: Any) -> None:
         self.changed[key] = value
+
+    def _set_all(self, items: dict[str, Any]) -> None:
+        self.changed.update(items)
 
     def __delitem__(self, key: str) -> None:
         if self.get(key, _MISSING) is _MISSING:

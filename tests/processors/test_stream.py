@@ -213,7 +213,8 @@ def _event(offset: int, event: dict[str, object]) -> Inbound:
     return Inbound("t.events", 0, offset, b"c1", line, 1.0)
 
 
-def test_a_replace_control_starts_the_conversation_again() -> None:
+@pytest.mark.parametrize("flushed", [True, False])  # False: the control in the events' batch
+def test_a_replace_control_starts_the_conversation_again(flushed: bool) -> None:
     from events.wire import decode_record
     from processors import DialogueStateTracker
 
@@ -222,7 +223,8 @@ def test_a_replace_control_starts_the_conversation_again() -> None:
     after = [_event(3, {"event": "slot", "name": "b", "value": 2})]
     for r in before:
         stream.process(r)
-    stream.flush()
+    if flushed:
+        stream.flush()
     outcome = stream.process(_replace(2))
     assert (outcome.kind, outcome.conversation_id, outcome.signals) == ("replaced", "c1", ())
     for r in after:
