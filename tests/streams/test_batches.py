@@ -102,6 +102,16 @@ def test_a_first_record_larger_than_the_limit_goes_alone() -> None:
 TUPLE = "a (key, value) or (key, value, headers) tuple"
 
 
+class Lying:
+    """Headers whose length is not what they hold."""
+
+    def __len__(self) -> int:
+        return 2
+
+    def __iter__(self) -> Any:
+        return iter([("h", b"v")])
+
+
 @pytest.mark.parametrize(
     ("row", "expected", "got"),
     [
@@ -113,6 +123,7 @@ TUPLE = "a (key, value) or (key, value, headers) tuple"
         ((b"k", b"v", [(b"h", b"v")]), "a header name as str", "bytes"),
         ((b"k", b"v", ["h"]), "each header as a (name, value) tuple", "str"),
         ((b"k", b"v", 5), "headers as a sequence of (name, value)", "no length"),
+        ((b"k", b"v", Lying()), "headers of one length", "2 by its length but 1 when read"),
     ],
 )
 def test_what_is_not_a_record_is_refused_with_its_index(row: Any, expected: str, got: str) -> None:

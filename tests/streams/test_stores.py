@@ -129,6 +129,22 @@ def test_rocks_reads_the_changelog_tail_into_the_database(rocks: RocksState) -> 
     }
 
 
+@pytest.mark.parametrize("kind", ["memory", "rocksdb"])
+def test_many_values_set_at_once_are_changes_like_values_set_one_by_one(
+    kind: str, tmp_path: Path
+) -> None:
+    state = MemoryState() if kind == "memory" else RocksState(tmp_path / "p0", clock=Clock())
+    state.resume_from({"heads": 0, "history": 0}, {"heads": 0, "history": 0})
+    history = state.history
+    history["a"] = b"1"
+    history.update({"b": b"2", "a": b"3"})  # a dict: in one step
+    history.update([("c", b"4")], d=b"5")  # anything else: as MutableMapping does
+    assert [history[k] for k in "abcd"] == [b"3", b"2", b"4", b"5"]
+    assert sorted(history.drain()) == [(b"a", b"3"), (b"b", b"2"), (b"c", b"4"), (b"d", b"5")]
+    assert history.drain() == []
+    state.close()
+
+
 def test_rocks_iterates_committed_and_pending_keys_and_deletes(rocks: RocksState) -> None:
     rocks.resume_from({"heads": 0, "history": 0}, {"heads": 0, "history": 0})
     heads = rocks.heads

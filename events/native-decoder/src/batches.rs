@@ -92,7 +92,8 @@ fn not_a_record(index: usize, expected: &str, got: &str) -> PyErr {
 }
 
 impl BatchWriter {
-    /// Record `index` (a tuple) into `scratch`, from its attributes on, at `offset_delta`.
+    /// Record `index` (a tuple), as the batch's next record, into `scratch` (from its
+    /// attributes on: its length goes before it).
     fn encode(
         &mut self,
         item: &Bound<'_, PyAny>,
@@ -132,8 +133,10 @@ impl BatchWriter {
                     not_a_record(index, "headers as a sequence of (name, value)", "no length")
                 })?;
                 varint(out, count as i64);
+                let mut written = 0;
                 for header in headers.try_iter()? {
                     let header = header?;
+                    written += 1;
                     let pair = header.cast::<PyTuple>().ok().filter(|p| p.len() == 2);
                     let Some(pair) = pair else {
                         return Err(not_a_record(
@@ -154,6 +157,10 @@ impl BatchWriter {
                     varint(out, name.len() as i64);
                     out.extend_from_slice(name);
                     sized(out, &pair.get_item(1)?, index, "a header value as")?;
+                }
+                if written != count {
+                    let got = format!("{count} by its length but {written} when read");
+                    return Err(not_a_record(index, "headers of one length", &got));
                 }
             }
             _ => varint(out, 0),
