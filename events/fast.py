@@ -21,6 +21,15 @@ from typing import Any, NamedTuple
 from events.model import EVENT_TYPES
 
 
+def compiled(name: str) -> Any | None:
+    """The class ``name`` of the compiled extension (``events._native``), or None if the
+    package was built without it (or with an older build that lacks it)."""
+    try:
+        return getattr(importlib.import_module("events._native"), name)
+    except (ImportError, AttributeError):
+        return None
+
+
 def native_decoder(
     record: type[NamedTuple], fallback: Callable[..., Any], default_max_bytes: int
 ) -> Any | None:
@@ -30,9 +39,8 @@ def native_decoder(
     calls ``fallback`` (the Python ``decode_record``) for whatever it defers; its
     ``decode(data, now, conversation_id)`` answers a record or None (for the tests).
     """
-    try:
-        native = importlib.import_module("events._native")
-    except ImportError:
+    decoder = compiled("Decoder")
+    if decoder is None:
         return None
     classes = {cls.__name__: cls for cls in EVENT_TYPES}
-    return native.Decoder(classes, record, fallback, default_max_bytes)
+    return decoder(classes, record, fallback, default_max_bytes)

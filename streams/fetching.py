@@ -27,7 +27,6 @@ Rules of this module:
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import logging
 import struct
@@ -40,6 +39,8 @@ from aiokafka.errors import CorruptRecordException
 from aiokafka.record.default_records import DefaultRecordBatch
 from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.structs import TopicPartition
+
+from events.fast import compiled
 
 log = logging.getLogger(__name__)
 
@@ -204,11 +205,8 @@ def partition_records(reader: Any) -> Callable[..., Any]:
 
 def batch_reader() -> Any | None:
     """The compiled batch reader, or None if the package was built without it."""
-    try:
-        native = importlib.import_module("events._native")
-    except ImportError:
-        return None
-    return native.BatchReader(Fetched)
+    reader = compiled("BatchReader")
+    return None if reader is None else reader(Fetched)
 
 
 # what the fetcher passes to ``PartitionRecords`` (aiokafka 0.14, which this was written for)

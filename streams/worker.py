@@ -50,7 +50,6 @@ import contextlib
 import functools
 import gc
 import heapq
-import importlib
 import itertools
 import logging
 import time
@@ -72,6 +71,7 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooL
 from aiokafka.partitioner import murmur2
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
+from events.fast import compiled
 from events.wire import dumps, encode_record
 from processors.domain import Domain
 from processors.reminders import REMINDER_TRIGGERED, listing
@@ -139,15 +139,7 @@ if hasattr(aiokafka.producer.sender, "BACKOFF_OVERRIDE"):  # tests/streams check
     aiokafka.producer.sender.BACKOFF_OVERRIDE = TXN_CONCURRENT_RETRY_S
 
 
-def batch_writer() -> Any | None:
-    """The compiled batch writer's type, or None if the package was built without it."""
-    try:
-        return importlib.import_module("events._native").BatchWriter
-    except (ImportError, AttributeError):
-        return None
-
-
-BATCH_WRITER = batch_writer()
+BATCH_WRITER = compiled("BatchWriter")  # None: a build without the compiled extension
 
 
 @functools.lru_cache(maxsize=1 << 16)  # murmur2 is pure Python; a conversation's key repeats

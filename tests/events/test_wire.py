@@ -787,9 +787,11 @@ def test_without_the_compiled_module_python_decodes_everything(
     import sys
 
     from events import wire
-    from events.fast import native_decoder
+    from events.fast import compiled, native_decoder
 
+    assert compiled("NoSuchClass") is None  # a build older than what asks for it
     monkeypatch.setitem(sys.modules, "events._native", None)  # as if it was never built
+    assert compiled("Decoder") is None
     assert native_decoder(Record, wire.decode_record_python, 100) is None
     monkeypatch.setattr(wire, "_NATIVE", None)
     assert wire.record_decoder() == "python"
