@@ -100,7 +100,9 @@ from streams.topics import message_limits as topic_limits
 
 log = logging.getLogger("trackerflow.worker")
 
-MAX_BATCH_BYTES = 512 * 1024  # producer batches; changelog topics accept 1 MiB records
+MAX_BATCH_BYTES = 1024 * 1024  # producer batches; changelog topics accept 1 MiB records
+# a produce request carries up to this much (the broker takes 100 MiB: socket.request.max.bytes)
+MAX_REQUEST_BYTES = 16 * 1024 * 1024
 Record = tuple[Any, ...]  # (key, value) or (key, value, headers): what an Outbox sends
 RETRY_S = 1.0
 RETRY_MAX_S = 30.0  # the longest wait before a shard whose transactions keep failing is retried
@@ -461,17 +463,30 @@ class Outbox:
         self.records[(topic, partition)].extend(records)
 
     async def send(self, producer: AIOKafkaProducer) -> list[Sent]:
-        """Send every record; one ``Sent`` per produced batch, in order."""
-        sent: list[Sent] = []
+        """Send every record; one ``Sent`` per produced batch, a topic partition's in order.
+
+        aiokafka queues one unsent batch per topic partition (its next waits until that one is
+        in a request) and has one request in flight per broker. So the batches are handed over
+        round by round: every topic partition's first, then every second, ...; each request
+        then carries a batch of every topic partition (up to ``MAX_REQUEST_BYTES``), where
+        handing over one partition's batches after another made about one request per batch.
+        """
         now_ms = int(time.time() * 1000)
+        rounds: list[list[tuple[str, int, Any, list[Record]]]] = []
         for (topic, partition), records in self.records.items():
             limit = min(self.limits.get(topic, MAX_BATCH_BYTES), MAX_BATCH_BYTES)
-            start = 0
+            start, number = 0, 0
             while start < len(records):
                 batch, taken = self._batch(producer, records, start, limit, now_ms)
+                if number == len(rounds):
+                    rounds.append([])
+                rounds[number].append((topic, partition, batch, records[start : start + taken]))
+                start, number = start + taken, number + 1
+        sent: list[Sent] = []
+        for batches in rounds:
+            for topic, partition, batch, records in batches:
                 future = await producer.send_batch(batch, topic, partition=partition)
-                sent.append(Sent(topic, partition, future, records[start : start + taken]))
-                start += taken
+                sent.append(Sent(topic, partition, future, records))
         return sent
 
     def _batch(
@@ -1246,7 +1261,9 @@ class Worker:
             # broker writes the markers; the default 100 ms back-off would be the latency floor
             retry_backoff_ms=10,
             max_batch_size=MAX_BATCH_BYTES,
-            max_request_size=2 * MAX_BATCH_BYTES + self.settings.max_record_bytes,
+            max_request_size=max(
+                MAX_REQUEST_BYTES, 2 * MAX_BATCH_BYTES + self.settings.max_record_bytes
+            ),
         )
         try:
             # the metadata of every topic it may write: otherwise the first transaction that

@@ -27,7 +27,7 @@ from streams.http_api import ConversationService, create_app
 from streams.http_errors import ConversationUnavailable
 from streams.publisher import Publisher
 from streams.settings import Settings
-from streams.worker import Worker, head_summary
+from streams.worker import BATCH_WRITER, Worker, head_summary
 
 APPEND_TIMEOUT_S = 15.0
 
@@ -132,6 +132,7 @@ class WorkerService(ConversationService):
             "store": self.worker.settings.store,
             "decoder": record_decoder(),
             "reader": self.worker.reader,
+            "writer": "aiokafka" if BATCH_WRITER is None else "compiled",
             "refused": self.worker.assignor.refused,
             "restored_records": self.worker.restored_records,
             "reminders": {

@@ -188,6 +188,23 @@ def test_an_outbox_sends_the_same_batches_with_either_writer(
     assert sum(len(r) for t, _, r in our_sent if t == "t.changelog") == 3_001
 
 
+def test_an_outbox_hands_over_its_batches_round_by_round() -> None:
+    """aiokafka holds one unsent batch per topic partition and sends one request at a time:
+    each topic partition's first batch goes before any second one, so one request carries a
+    batch of each (one partition's batches after another made a request of each batch)."""
+    outbox = Outbox({"t.a": 2_000, "t.c": 2_000}, writer=writer())
+    outbox.extend("t.a", 0, [(b"a", b"x" * 700)] * 6)  # 3 batches of 2 records
+    outbox.extend("t.b", 5, [(b"b", b"y")])  # 1 batch
+    outbox.extend("t.c", 1, [(b"c", b"z" * 700)] * 3)  # 2 batches
+    recorder = Recorder()
+    sent = asyncio.run(outbox.send(recorder))  # type: ignore[arg-type]
+    order = [("t.a", 0), ("t.b", 5), ("t.c", 1), ("t.a", 0), ("t.c", 1), ("t.a", 0)]
+    assert [(t, p) for t, p, _ in recorder.built] == order
+    assert [(s.topic, s.partition, len(s.records)) for s in sent] == [
+        (t, p, n) for (t, p), n in zip(order, [2, 1, 2, 2, 1, 2], strict=True)
+    ]
+
+
 async def round_trip(bootstrap: str, topic: str) -> list[Any]:
     """Rows sent through an Outbox in one transaction, read back read_committed."""
     producer = AIOKafkaProducer(

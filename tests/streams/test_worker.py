@@ -495,7 +495,7 @@ def test_a_restarted_worker_reads_only_what_its_state_lacks(any_store_run: Run) 
     assert_folded_exactly_once(run, records, deadline_s=120)
     health = run.health(0)
     assert health["store"] == run.store
-    assert health["reader"] == "compiled"
+    assert health["reader"] == health["writer"] == "compiled"
     if run.store == "rocksdb":
         assert health["restored_records"] == 0
         assert (run.tmp / "state-0" / run.prefix / "partition-0" / "CURRENT").exists()
