@@ -657,7 +657,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--max-batch-records",
         type=int,
-        help="the worker's TRACKERFLOW_MAX_BATCH_RECORDS (default: the environment's or 2000)",
+        help="the worker's TRACKERFLOW_MAX_BATCH_RECORDS (default: the environment's or 5000)",
     )
     parser.add_argument(
         "--partitions-per-transaction",

@@ -162,7 +162,7 @@ class Settings(BaseSettings):
         description="directory of the rocksdb store; one worker per directory (it is locked)",
     )
     max_batch_records: int = Field(
-        2000,
+        5000,
         ge=1,
         le=100_000,
         description="most records the worker folds and commits in one transaction per "

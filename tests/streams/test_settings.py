@@ -62,7 +62,7 @@ def test_defaults() -> None:
     assert (settings.events_partitions, settings.signals_partitions) == (6, 6)
     assert (settings.dlq_partitions, settings.replication_factor) == (1, 1)
     assert settings.app_id == settings.client_id == "trackerflow"
-    assert settings.max_batch_records == 2000
+    assert settings.max_batch_records == 5000
     assert (settings.web_host, settings.web_port) == ("127.0.0.1", 6066)
     assert settings.auth_token is None and settings.jwt_secret is None
     assert settings.jwt_method == "HS256"
