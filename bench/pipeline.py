@@ -369,7 +369,11 @@ async def warm_broker(settings: Settings, topic: str) -> float:
     config = kafka_client_config(settings)
     producer = AIOKafkaProducer(**config, transactional_id=f"{settings.app_id}-bench-warm-up")
     await producer.start()
-    await producer.stop()
+    try:  # an empty transaction: its producer id is asked for (and kept) by then
+        await producer.begin_transaction()
+        await producer.commit_transaction()
+    finally:
+        await producer.stop()
     group = AIOKafkaConsumer(topic, **config, group_id=f"{settings.app_id}-bench-warm-up")
     await group.start()
     try:

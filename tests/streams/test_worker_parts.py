@@ -700,3 +700,45 @@ def test_no_young_collection_runs_while_a_transaction_of_many_partitions_folds()
         gc.unfreeze()
     assert worker.counts["folded"] == 12_000
     assert started == []
+
+
+class Metadata:
+    """A consumer whose metadata knows a topic after ``updates_needed`` updates (never: None)."""
+
+    def __init__(self, updates_needed: int | None) -> None:
+        self.updates_needed, self.updates = updates_needed, 0
+        self._client = self
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        known = self.updates_needed is not None and self.updates >= self.updates_needed
+        return {0, 1, 2} if known else None
+
+    async def force_metadata_update(self) -> bool:
+        self.updates += 1
+        return True
+
+
+def test_a_topic_is_looked_up_again_at_once_and_then_every_tenth_of_a_second(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from aiokafka.errors import KafkaError
+
+    import streams.worker as worker_module
+
+    worker = Worker(load_settings(app_id="app"))
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    monkeypatch.setattr(worker_module.asyncio, "sleep", sleep)
+    first = Metadata(updates_needed=1)  # not in the consumer's metadata until it asks
+    assert asyncio.run(worker._partitions_of(first, "t.events")) == {0, 1, 2}  # type: ignore[arg-type]
+    assert (first.updates, slept) == (1, [])  # no wait: the first answer had it
+    later = Metadata(updates_needed=3)  # the broker is still creating it
+    assert asyncio.run(worker._partitions_of(later, "t.events")) == {0, 1, 2}  # type: ignore[arg-type]
+    assert (later.updates, slept) == (3, [0.1, 0.1])
+    slept.clear()
+    with pytest.raises(KafkaError, match=r"'t\.missing' does not exist"):
+        asyncio.run(worker._partitions_of(Metadata(None), "t.missing"))  # type: ignore[arg-type]
+    assert len(slept) == 50 and sum(slept) == pytest.approx(5.0)
