@@ -9,12 +9,13 @@ import uuid
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from aiokafka.producer.message_accumulator import BatchBuilder
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streams.worker import BATCH_WRITER, MAX_BATCH_BYTES, Outbox
+from tests.streams.test_fetching import read_all
 
 NOW_MS = 1_700_000_000_123
 
@@ -205,8 +206,8 @@ def test_an_outbox_hands_over_its_batches_round_by_round() -> None:
     ]
 
 
-async def round_trip(bootstrap: str, topic: str) -> list[Any]:
-    """Rows sent through an Outbox in one transaction, read back read_committed."""
+async def send_in_a_transaction(bootstrap: str, topic: str) -> None:
+    """Rows sent through an Outbox in one transaction (see the test below)."""
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         transactional_id=f"test-batches-{uuid.uuid4().hex[:8]}",
@@ -225,23 +226,6 @@ async def round_trip(bootstrap: str, topic: str) -> list[Any]:
         await producer.commit_transaction()
     finally:
         await producer.stop()
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        isolation_level="read_committed",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in (0, 1)]
-        consumer.assign(tps)
-        read: list[Any] = []
-        while len(read) < 302:
-            for batch in (await consumer.getmany(timeout_ms=5_000)).values():
-                read += batch
-        return read
-    finally:
-        await consumer.stop()
 
 
 @pytest.mark.parametrize("kafka_topic", [2], indirect=True)
@@ -249,7 +233,8 @@ def test_a_broker_takes_the_written_batches_in_a_transaction(
     kafka_bootstrap: str, kafka_topic: str
 ) -> None:
     writer()
-    read = asyncio.run(round_trip(kafka_bootstrap, kafka_topic))
+    asyncio.run(send_in_a_transaction(kafka_bootstrap, kafka_topic))
+    read, _ = asyncio.run(read_all(kafka_bootstrap, kafka_topic, "read_committed", partitions=2))
     got = {(r.partition, r.key, r.value, tuple(r.headers)) for r in read}
     rows = {(i % 2, f"c{i}".encode(), b"v" * i, (("h", f"{i}".encode()),)) for i in range(300)}
     assert got == rows | {(1, b"tombstone", None, ()), (1, None, b"no key", ())}

@@ -332,14 +332,16 @@ async def produce_mixed(bootstrap: str, topic: str) -> None:
         await gzip.stop()
 
 
-async def read_all(bootstrap: str, topic: str, isolation: str) -> tuple[list[Any], dict[int, int]]:
-    """Every record of the topic as a consumer reads it, and where it stops."""
+async def read_all(
+    bootstrap: str, topic: str, isolation: str, partitions: int = 3
+) -> tuple[list[Any], dict[int, int]]:
+    """Every record of the topic's ``partitions`` as a consumer reads it, and where it stops."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, isolation_level=isolation, enable_auto_commit=False
     )
     await consumer.start()
     try:
-        tps = [TopicPartition(topic, p) for p in range(3)]
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
