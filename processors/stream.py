@@ -48,7 +48,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import MutableMapping, Sequence
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Any, Final, Literal, NamedTuple, Protocol
 
 import orjson
 
@@ -140,7 +140,14 @@ def encode_head(head: Head, room: int | None = None) -> bytes:
 
 def history_key(conversation_id: str, seq: int) -> str:
     """The history-store key of a conversation's ``seq``-th event (sorts by conversation, seq)."""
+    if 0 <= seq < len(_SEQ_SUFFIXES):
+        return conversation_id + _SEQ_SUFFIXES[seq]
     return f"{conversation_id}\x1f{seq:012d}"
+
+
+# The keys' endings for the first events of a conversation (most events), made once: a fold
+# makes a key per event, and formatting the number was 6% of the fold.
+_SEQ_SUFFIXES: Final = tuple(f"\x1f{seq:012d}" for seq in range(4096))
 
 
 class StreamFolder:

@@ -19,6 +19,7 @@ How it stays O(1) per event while following Rasa exactly:
 
 from __future__ import annotations
 
+import copy
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, MutableSequence
@@ -182,7 +183,8 @@ class DialogueStateTracker(TrackerQueries):
 
         A revert's replay also re-applies the applied ``user_featurization`` events to their
         messages, as Rasa's does (the mutations they make outlive the replay); computing a
-        snapshot must not touch them.
+        snapshot must not touch them, except on a reset's empty message: Rasa's replay mutates
+        an empty message of its own, so this one does too (on a copy nobody else holds).
         """
         start, head = 0, None
         if not revert or self._feats is not None:
@@ -190,15 +192,21 @@ class DialogueStateTracker(TrackerQueries):
                 if snap[AT] <= position and not self._tainted(snap):
                     start, head = snap[AT], Head.thaw(snap)
                     break
+        own: UserUttered | None = None  # the empty message only this replay holds
         if head is None:
             head = Head()
             self._folder.reset(head)
+            own = head.message
         elif revert:
             self._reapply_featurizations(start)
         at, folder = self._events.__getitem__, self._folder
         for seq in self._acc[start:position]:
             event = at(seq)
             if revert or type(event) not in _MUTATIONS:
+                folder.apply(head, event)
+            elif _empty(head.message):
+                if head.message is not own:
+                    own = _own_copy(folder, head)
                 folder.apply(head, event)
         return head
 
@@ -219,7 +227,7 @@ class DialogueStateTracker(TrackerQueries):
         """A snapshot whose latest message is a reset's empty message that events mutated:
         Rasa's replay would start from a new empty message, so replay from further back."""
         message = snap[4]
-        return self._folder.mutated(message) and not message.text and not message.intent
+        return self._folder.mutated(message) and _empty(message)
 
     def _restore(self, position: int) -> None:
         self._drop_snapshots_after(position)
@@ -400,6 +408,28 @@ def fold(
     for event in events:
         tracker.update(event)
     return tracker
+
+
+def _empty(message: UserUttered) -> bool:
+    """Whether the message is (as good as) a reset's empty message."""
+    return not message.text and not message.intent
+
+
+def _own_copy(folder: Folder, head: Head) -> UserUttered:
+    """Give ``head`` a copy of its message that nothing else holds (with the mutations the
+    message has, and as the trigger of its loop if the message is), and return it."""
+    message = head.message
+    copied = copy.copy(message)
+    found = folder.added_entities.get(id(message))
+    if found is not None:
+        folder.added_entities[id(copied)] = (copied, list(found[1]))
+    flag = folder.flags.get(id(message))
+    if flag is not None:
+        folder.flags[id(copied)] = (copied, flag[1])
+    head.message = copied
+    if head.loop is not None and head.loop.trigger is message:
+        head.loop = head.loop._replace(trigger=copied)
+    return copied
 
 
 _Operation = Callable[[DialogueStateTracker, Any, int], None]

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -813,3 +814,64 @@ def test_reference_model_reproduces_the_documented_examples() -> None:
     replayed = model("L U:hi A:act followup(utter_x) B:b L U:bye rewind")
     assert replayed.state()["followup_action"] == "utter_x"
     assert model("L U:hi pause rewind").state()["paused"] is False
+
+
+def test_a_snapshot_after_a_restart_shows_entities_added_to_its_empty_message() -> None:
+    """Found by the test above: after a restart, entities added to the reset's empty message
+    were lost when an undo replayed from a snapshot (Rasa's replay adds them to a new one)."""
+
+    def action(name: str, at: float) -> ActionExecuted:
+        return ActionExecuted(timestamp=at, action_name=name)
+
+    berlin = {"entity": "city", "value": "Berlin", "start": 10, "end": 16}
+    events = [
+        action("action_restart", 1.0),
+        Restarted(timestamp=2.0),
+        action("action_listen", 3.0),
+        EntitiesAdded(timestamp=4.0, entities=[berlin]),
+        action("utter_b", 5.0),
+        BotUttered(timestamp=6.0, text="b"),
+        ActionReverted(timestamp=7.0),
+    ]
+    agree_after_each(events)
+    fast, _ = trackers("ref", "form", None)
+    fast.update_with_events(events)
+    assert fast.current_state()["latest_message"]["entities"] == [berlin]
+
+
+@pytest.mark.parametrize("between", ["an empty user message", "a loop"])
+def test_a_snapshot_replay_mutates_a_copy_of_an_empty_message_it_does_not_own(
+    between: str,
+) -> None:
+    """An empty user message (or a reset's, as the trigger of a loop) taken from a snapshot is
+    copied, with its mutations, before a replay mutates it."""
+    berlin = {"entity": "city", "value": "Berlin", "start": 10, "end": 16}
+    middle: list[Event] = (
+        [
+            UserUttered(text=None),
+            DefinePrevUserUtteredFeaturization(use_text_for_featurization=True),
+        ]
+        if between == "an empty user message"
+        else [ActiveLoop(name="my_form")]
+    )
+    agree_after_each(
+        [
+            ActionExecuted(action_name="action_restart"),
+            Restarted(),
+            ActionExecuted(action_name="action_listen"),
+            *middle,
+            EntitiesAdded(entities=[berlin]),
+            ActionExecuted(action_name="utter_b"),
+            ActionReverted(),
+            ActionExecuted(action_name="utter_a"),
+        ]
+    )
+
+
+def agree_after_each(events: list[Event]) -> None:
+    fast, naive = trackers("ref", "form", None)
+    for event in events:
+        fast.update(event)
+        naive.update(event)
+        assert_agrees(fast, naive, list(EventVerbosity))
+        assert fast.applied_events() == naive.applied()

@@ -187,6 +187,12 @@ def test_history_keys_sort_by_conversation_then_sequence() -> None:
     assert sorted(keys) == [history_key("a", 9), history_key("a", 10), history_key("b", 0)]
 
 
+@pytest.mark.parametrize("seq", [0, 7, 4095, 4096, 123_456, 10**12 - 1])
+def test_a_history_key_is_the_conversation_a_unit_separator_and_twelve_digits(seq: int) -> None:
+    # the first 4096 endings are made once; the rest are formatted: both read alike
+    assert history_key("c-\u00e9", seq) == "c-\u00e9\x1f" + str(seq).rjust(12, "0")
+
+
 def test_signals_come_out_with_their_source() -> None:
     stream = folder()
     line = b'{"sender_id": "c1", "event": "followup", "name": "utter_x", "timestamp": 3.0}'
