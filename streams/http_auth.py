@@ -23,8 +23,6 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-import jwt
-
 from streams.http_errors import ApiError
 
 NOT_AUTHENTICATED = "User is not authenticated."
@@ -84,6 +82,8 @@ class Auth:
         scheme, _, encoded = authorization.strip().partition(" ")
         if scheme.lower() != "bearer" or not encoded.strip():
             return None, "The 'Authorization' header is not 'Bearer <JWT>'."
+        import jwt  # PyJWT (and its crypto) loads only where a JWT key is configured
+
         try:
             with warnings.catch_warnings():
                 # a short HMAC key warns on every decode; it was reported once at startup
@@ -97,6 +97,8 @@ class Auth:
         """Why the JWT key is weak for its algorithm (e.g. an HMAC key that is too short)."""
         if not self.jwt_key:
             return None
+        import jwt
+
         algorithm = jwt.get_algorithm_by_name(self.jwt_method)
         return algorithm.check_key_length(algorithm.prepare_key(self.jwt_key))
 
@@ -106,6 +108,8 @@ def _check_key(key: str, method: str) -> None:
     key (an unknown algorithm, RS256 without the ``cryptography`` package, a malformed key)."""
     if method.lower() == "none":
         raise ValueError("jwt_method 'none' would accept unsigned tokens; choose e.g. HS256")
+    import jwt
+
     try:
         jwt.get_algorithm_by_name(method).prepare_key(key)
     except NotImplementedError as error:
