@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from events.errors import InvalidField, InvalidJson, MissingField
-from processors import EventVerbosity
+from events.model import Event
+from events.wire import decode_record, encode_record
+from processors import Domain, EventVerbosity
 from processors.stream import (
     CONTROL_HEADER,
     REPLACE,
@@ -18,6 +23,14 @@ from processors.stream import (
     StreamFolder,
     control_of,
     history_key,
+)
+from tests.processors.test_fold_properties import (
+    DOMAIN_KEYS,
+    DOMAINS,
+    HISTORIES,
+    SOME,
+    conversations,
+    trackers,
 )
 
 SAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "samples" / "conversations.jsonl"
@@ -534,3 +547,57 @@ def test_a_followup_name_or_replace_request_too_large_for_the_head_is_dead() -> 
     assert dead.kind == "dead" and "replace request id is 501 bytes" in str(dead.error)
     stream.flush()
     assert stream.heads["c1"]["replaced"] == "r" * 500 and stream.heads["c1"]["count"] == 0
+
+
+@SOME
+@given(
+    events=conversations(),
+    other=conversations(max_turns=6),
+    domain_key=DOMAIN_KEYS,
+    window=HISTORIES,
+    data=st.data(),
+)
+def test_the_record_fold_is_the_tracker_fold_across_evictions_and_restarts(
+    events: list[Event],
+    other: list[Event],
+    domain_key: str,
+    window: int | None,
+    data: st.DataObject,
+) -> None:
+    """Through the wire (Rasa's records in, history records kept), with one cached tracker (the
+    other conversation evicts it), and flushes and restarts (a new folder on the same stores:
+    trackers rebuilt from history) anywhere: each conversation's head holds the state, and its
+    tracker the events, of a tracker that folded the records' events directly (with the same
+    ``max_event_history``)."""
+    spec = DOMAINS[domain_key]
+    domain = None if spec is None else Domain.from_dict(spec)
+
+    def new_folder(
+        heads: MutableMapping[str, Any], history: MutableMapping[str, bytes]
+    ) -> StreamFolder:
+        return StreamFolder(heads, history, domain=domain, cache_size=1, max_event_history=window)
+
+    stream = new_folder({}, {})
+    convs = {"a": events, "b": other}
+    order = data.draw(st.permutations([key for key, evs in convs.items() for _ in evs]))
+    next_event = dict.fromkeys(convs, 0)
+    sent = {key: [orjson.dumps(encode_record(e, key)) for e in evs] for key, evs in convs.items()}
+    for offset, key in enumerate(order):
+        value = sent[key][next_event[key]]
+        next_event[key] += 1
+        outcome = stream.process(Inbound("t.events", 0, offset, key.encode(), value, 1.0))
+        assert outcome.kind == "folded", outcome
+        then = data.draw(st.sampled_from(["fold on", "fold on", "flush", "restart"]))
+        if then != "fold on":
+            stream.flush()
+        if then == "restart":
+            stream = new_folder(stream.heads, stream.history)
+    stream.flush()
+    for key, values in sent.items():
+        if not values:
+            continue
+        direct, _ = trackers(key, domain_key, window)  # the events as read from the same bytes
+        direct.update_with_events([decode_record(value).event for value in values])
+        assert stream.heads[key]["state"] == direct.current_state()
+        every = EventVerbosity.ALL
+        assert stream.tracker(key).current_state(every) == direct.current_state(every)
