@@ -707,9 +707,11 @@ class Metadata:
 
     def __init__(self, updates_needed: int | None) -> None:
         self.updates_needed, self.updates = updates_needed, 0
+        self.looked_up_after = -1  # how many updates the last lookup came after
         self._client = self
 
     def partitions_for_topic(self, topic: str) -> set[int] | None:
+        self.looked_up_after = self.updates
         known = self.updates_needed is not None and self.updates >= self.updates_needed
         return {0, 1, 2} if known else None
 
@@ -739,6 +741,8 @@ def test_a_topic_is_looked_up_again_at_once_and_then_every_tenth_of_a_second(
     assert asyncio.run(worker._partitions_of(later, "t.events")) == {0, 1, 2}  # type: ignore[arg-type]
     assert (later.updates, slept) == (3, [0.1, 0.1])
     slept.clear()
+    missing = Metadata(None)
     with pytest.raises(KafkaError, match=r"'t\.missing' does not exist"):
-        asyncio.run(worker._partitions_of(Metadata(None), "t.missing"))  # type: ignore[arg-type]
+        asyncio.run(worker._partitions_of(missing, "t.missing"))  # type: ignore[arg-type]
     assert len(slept) == 50 and sum(slept) == pytest.approx(5.0)
+    assert missing.updates == missing.looked_up_after == 51  # the last answer was read too
