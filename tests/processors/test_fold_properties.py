@@ -833,9 +833,7 @@ def test_a_snapshot_after_a_restart_shows_entities_added_to_its_empty_message() 
         BotUttered(timestamp=6.0, text="b"),
         ActionReverted(timestamp=7.0),
     ]
-    agree_after_each(events)
-    fast, _ = trackers("ref", "form", None)
-    fast.update_with_events(events)
+    fast = agree_after_each(events)
     assert fast.current_state()["latest_message"]["entities"] == [berlin]
 
 
@@ -868,10 +866,13 @@ def test_a_snapshot_replay_mutates_a_copy_of_an_empty_message_it_does_not_own(
     )
 
 
-def agree_after_each(events: list[Event]) -> None:
+def agree_after_each(events: list[Event]) -> DialogueStateTracker:
+    """Fold ``events`` into the fast tracker and the model, checking they agree after each;
+    return the fast tracker."""
     fast, naive = trackers("ref", "form", None)
     for event in events:
         fast.update(event)
         naive.update(event)
         assert_agrees(fast, naive, list(EventVerbosity))
         assert fast.applied_events() == naive.applied()
+    return fast

@@ -29,7 +29,7 @@ from tests.processors.test_fold_properties import (
     DOMAINS,
     HISTORIES,
     SOME,
-    conversations,
+    streams,
     trackers,
 )
 
@@ -551,21 +551,19 @@ def test_a_followup_name_or_replace_request_too_large_for_the_head_is_dead() -> 
 
 @SOME
 @given(
-    events=conversations(),
-    other=conversations(max_turns=6),
+    interleaved=streams(),
     domain_key=DOMAIN_KEYS,
     window=HISTORIES,
     data=st.data(),
 )
 def test_the_record_fold_is_the_tracker_fold_across_evictions_and_restarts(
-    events: list[Event],
-    other: list[Event],
+    interleaved: tuple[dict[str, list[Event]], list[tuple[str, Event]]],
     domain_key: str,
     window: int | None,
     data: st.DataObject,
 ) -> None:
     """Through the wire (Rasa's records in, history records kept), with one cached tracker (the
-    other conversation evicts it), and flushes and restarts (a new folder on the same stores:
+    other conversations evict it), and flushes and restarts (a new folder on the same stores:
     trackers rebuilt from history) anywhere: each conversation's head holds the state, and its
     tracker the events, of a tracker that folded the records' events directly (with the same
     ``max_event_history``)."""
@@ -578,11 +576,10 @@ def test_the_record_fold_is_the_tracker_fold_across_evictions_and_restarts(
         return StreamFolder(heads, history, domain=domain, cache_size=1, max_event_history=window)
 
     stream = new_folder({}, {})
-    convs = {"a": events, "b": other}
-    order = data.draw(st.permutations([key for key, evs in convs.items() for _ in evs]))
+    convs, order = interleaved
     next_event = dict.fromkeys(convs, 0)
     sent = {key: [orjson.dumps(encode_record(e, key)) for e in evs] for key, evs in convs.items()}
-    for offset, key in enumerate(order):
+    for offset, (key, _) in enumerate(order):
         value = sent[key][next_event[key]]
         next_event[key] += 1
         outcome = stream.process(Inbound("t.events", 0, offset, key.encode(), value, 1.0))
