@@ -19,7 +19,7 @@ Rules of this module:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Final, NamedTuple
 
@@ -115,6 +115,31 @@ _NATIVE = native_decoder(Record, decode_record_python, DEFAULT_MAX_RECORD_BYTES)
 
 # the compiled decoder's decode_record when built: same arguments, same results, one call less
 decode_record = decode_record_python if _NATIVE is None else _NATIVE.decode_record
+_DECODE_BATCH: Final[Callable[..., Any] | None] = getattr(_NATIVE, "decode_batch", None)
+
+
+Ready = tuple[str, Event, bytes | None]
+"""A consumed record :func:`decode_ready` read: its conversation id, its event, and its history
+record (``encode_kept``'s bytes, or None when ``encode_kept`` must write them)."""
+
+
+def decode_ready(
+    records: Sequence[Any], *, max_bytes: int, control_header: str
+) -> list[Ready | None] | None:
+    """What the compiled decoder reads of a batch of consumed records, one call for them all.
+
+    ``records`` have a ``key``, a ``value``, a ``timestamp`` (milliseconds) and ``headers``
+    (name, value) pairs, as the Kafka client hands them over. For each record: a ``Ready`` when
+    the record is keyed by UTF-8 bytes, has no ``control_header``, and its value is JSON bytes
+    of at most ``max_bytes`` that ``decode_record(value, now=timestamp / 1000,
+    max_bytes=max_bytes, conversation_id=key)`` decodes to that event with the compiled decoder;
+    else None (the caller takes its own path: an error, a re-key, a control, a rare tag).
+    None for the whole batch when the package was built without the compiled decoder.
+    """
+    if _DECODE_BATCH is None:
+        return None
+    ready: list[Ready | None] = _DECODE_BATCH(records, max_bytes, control_header)
+    return ready
 
 
 def record_decoder() -> str:

@@ -56,7 +56,9 @@ from events.errors import EventError, InvalidField, RecordTooLarge
 from events.model import FollowupAction, ReminderScheduled, UserUttered
 from events.wire import (
     DEFAULT_MAX_RECORD_BYTES,
+    Ready,
     decode_event,
+    decode_ready,
     decode_record,
     encode_kept,
 )
@@ -202,24 +204,35 @@ class StreamFolder:
         dead, with an internal-error reason, and listed in ``failures``; cached trackers are
         dropped then (one may hold the event half applied; heads and history do not, as they
         change after the tracker), so they are rebuilt from history.
+
+        The compiled decoder reads the batch first, all its records in one call
+        (``events.wire.decode_ready``: the event and its history record); a record it does not
+        take goes through ``_step`` as in ``process``, which judges it.
         """
         notable: list[tuple[int, Outcome]] = []
         failures: list[tuple[int, Exception]] = []
         folded, latest = 0, 0.0
         step_of, fold = self._step, self._fold
         partition_key = _partition_key(topic, partition)
+        ready = self._ready(records)
         for index, record in enumerate(records):
             offset = record.offset
             try:
-                headers = record.headers
-                control = control_of(headers) if headers else None
-                now = record.timestamp / 1000.0
-                step = step_of(topic, partition, offset, record.key, record.value, now, control)
-                if isinstance(step, Outcome):
-                    notable.append((index, step))
-                    continue
-                conversation_id, event = step
-                signals = fold(conversation_id, event, topic, partition, offset, partition_key)
+                decoded = ready[index] if ready is not None else None
+                if decoded is not None:  # the common case: read by the compiled decoder
+                    conversation_id, event, kept = decoded
+                else:
+                    headers = record.headers
+                    control = control_of(headers) if headers else None
+                    now = record.timestamp / 1000.0
+                    step = step_of(topic, partition, offset, record.key, record.value, now, control)
+                    if isinstance(step, Outcome):
+                        notable.append((index, step))
+                        continue
+                    (conversation_id, event), kept = step, None
+                signals = fold(
+                    conversation_id, event, topic, partition, offset, partition_key, kept
+                )
             except EventError as error:  # the changelogs could not keep it (see max_kept_bytes)
                 source = Source(topic, partition, offset)
                 notable.append((index, _dead(error, source, conversation_id)))
@@ -241,6 +254,16 @@ class StreamFolder:
             else:
                 folded += 1
         return Batch(folded, notable, latest, failures)
+
+    def _ready(self, records: Sequence[Received]) -> list[Ready | None] | None:
+        """The records the compiled decoder reads, decoded for the whole batch at once (see
+        ``events.wire.decode_ready``); None: every record takes ``_step``."""
+        try:
+            return decode_ready(
+                records, max_bytes=self.max_record_bytes, control_header=CONTROL_HEADER
+            )
+        except Exception:  # record by record, such a failure is reported there (if it recurs)
+            return None
 
     def _step(
         self,
@@ -342,9 +365,11 @@ class StreamFolder:
         partition: int,
         offset: int,
         partition_key: str,
+        kept: bytes | None = None,
     ) -> Sequence[Signal] | None:
         """Fold the event into its conversation: the signals it causes, or None if its record
-        was folded before (a duplicate). ``partition_key`` is ``_partition_key``'s."""
+        was folded before (a duplicate). ``partition_key`` is ``_partition_key``'s; ``kept``
+        the event's history record if it is already written (else ``encode_kept`` writes it)."""
         head = self._live.get(conversation_id) or self._head(conversation_id)
         offsets = head["offsets"]
         if offsets.get(partition_key, -1) >= offset:
@@ -356,7 +381,8 @@ class StreamFolder:
         else:
             tracker = self.tracker(conversation_id, partition=partition)
         count = head["count"]
-        kept = encode_kept(event)
+        if kept is None:
+            kept = encode_kept(event)
         limit = self.max_kept_bytes
         if limit is not None and (len(kept) > limit or type(event) in _HEAD_GROWERS):
             _check_room(head, event, kept, count, tracker, limit)

@@ -14,7 +14,7 @@ import math
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import pytest
@@ -468,3 +468,134 @@ def test_random_floats_encode_as_orjson_writes_them() -> None:
     assert len(finite) > 39_000
     event = m.SlotSet(key="s", value=finite, timestamp=1.0)
     assert encoded(event) is not None
+
+
+# -- a batch of consumed records at once (decode_batch, through events.wire.decode_ready) ------
+CONTROL = "trackerflow.control"
+RASA_HEADERS = (("RASA_ENVIRONMENT", b"production"),)
+
+
+class Consumed(NamedTuple):
+    """What the decoder reads of a consumed record (the Kafka client's fields)."""
+
+    key: Any
+    value: Any
+    timestamp: Any  # milliseconds
+    headers: Any = RASA_HEADERS
+
+
+def ready(records: list[Consumed], max_bytes: int = wire.DEFAULT_MAX_RECORD_BYTES) -> list[Any]:
+    """``decode_ready``'s answer for ``records``, each item checked against the Python path."""
+    got = wire.decode_ready(records, max_bytes=max_bytes, control_header=CONTROL)
+    assert got is not None and len(got) == len(records)
+    for record, item in zip(records, got, strict=True):
+        if item is None:
+            continue
+        conversation_id, event, kept = item
+        # taken: keyed by UTF-8 bytes, JSON bytes within the limit, not a control ...
+        assert type(record.key) is bytes and record.key.decode() == conversation_id != ""
+        assert type(record.value) is bytes and len(record.value) <= max_bytes
+        assert all(name != CONTROL for name, _ in record.headers or ())
+        # ... and exactly what the Python path makes of it
+        expected = wire.decode_record_python(
+            record.value,
+            now=record.timestamp / 1000.0,
+            max_bytes=max_bytes,
+            conversation_id=conversation_id,
+        )
+        assert repr(Record(conversation_id, event)) == repr(expected)
+        assert type(event) is type(expected.event)
+        assert kept is None or kept == wire.encode_kept_python(event)
+    return got
+
+
+def test_a_batch_decodes_as_each_of_its_records_does() -> None:
+    lines = SAMPLE.read_bytes().splitlines()
+    records = [
+        Consumed(orjson.loads(line)["sender_id"].encode(), line, 1_700_000_000_000 + i)
+        for i, line in enumerate(lines)
+    ]
+    got = ready(records)
+    for line, item in zip(lines, got, strict=True):
+        assert (item is not None) == (orjson.loads(line)["event"] in NATIVE_TAGS), line
+    assert all(item[2] is not None for item in got if item is not None)
+    # one string object per conversation in a batch (dicts keyed by it compare by identity)
+    first: dict[str, str] = {}
+    for item in got:
+        if item is not None:
+            assert first.setdefault(item[0], item[0]) is item[0]
+    assert len(first) > 10
+
+
+GOOD = b'{"sender_id": "c1", "event": "action", "timestamp": 0, "name": "act"}'
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        Consumed(None, GOOD, 5000),  # no key: the record is re-keyed
+        Consumed(b"", GOOD, 5000),
+        Consumed(b"\xff", GOOD, 5000),  # a key that is not UTF-8
+        Consumed(b"\xed\xa0\x80", GOOD, 5000),  # an encoded surrogate is not UTF-8 either
+        Consumed(bytearray(b"c1"), GOOD, 5000),
+        Consumed(b"c2", GOOD, 5000),  # another conversation's key
+        Consumed(b"c1", None, 5000),  # a tombstone
+        Consumed(b"c1", bytearray(GOOD), 5000),
+        Consumed(b"c1", GOOD + b" " * 100, 5000),  # over max_bytes (below)
+        Consumed(b"c1", b"{not json", 5000),
+        Consumed(b"c1", b'{"sender_id": "c1", "event": "agent", "text": "hi"}', 5000),
+        Consumed(b"c1", GOOD, 5000, ((CONTROL, b"replace"),)),
+        Consumed(b"c1", GOOD, 5000, (("RASA_ENVIRONMENT", b"p"), (CONTROL, None))),
+        Consumed(b"c1", GOOD, 5000, ((b"bytes-name", b"x"),)),
+        Consumed(b"c1", GOOD, 5000, (("x",),)),  # a header without a value
+        Consumed(b"c1", GOOD, 5000, 7),  # headers that are not pairs
+        Consumed(b"c1", GOOD, "5000"),  # a timestamp that is not a number
+        Consumed(b"c1", GOOD, 10**400),
+        Consumed(b"c1", GOOD, True),  # a bool is an int, but not a record time
+    ],
+)
+def test_records_the_python_path_must_judge_are_left_to_it(record: Consumed) -> None:
+    assert ready([record], max_bytes=len(GOOD) + 10) == [None]
+
+
+def test_a_missing_timestamp_is_the_record_time_and_headers_may_be_empty() -> None:
+    for headers in ((), None, [], RASA_HEADERS, [("RASA_ENVIRONMENT", None)]):
+        [item] = ready([Consumed(b"c1", GOOD, 1_700_000_000_123, headers)])
+        assert item is not None and item[1].timestamp == 1_700_000_000.123
+    [item] = ready([Consumed(b"c1", GOOD, 5000.0)])
+    assert item[1].timestamp == 5.0
+
+
+def test_without_the_compiled_decoder_no_batch_is_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(wire, "_DECODE_BATCH", None)
+    records = [Consumed(b"c1", GOOD, 5000)]
+    assert wire.decode_ready(records, max_bytes=1000, control_header=CONTROL) is None
+
+
+KEY_BYTES = st.sampled_from([None, b"", b"\xff", b"c"]) | sender_ids().map(str.encode)
+HEADERS = st.sampled_from(
+    [(), RASA_HEADERS, ((CONTROL, b"replace"),), ((b"x", b"y"),), (("RASA_ENVIRONMENT", None),)]
+)
+
+
+@st.composite
+def consumed(draw: st.DrawFn) -> Consumed:
+    """A consumed record: as Rasa writes it (most taken), or mutated (most left)."""
+    if draw(st.booleans()):
+        sender = draw(sender_ids())
+        data, key = record_bytes(draw(any_events()), sender), sender
+    else:
+        data, key = draw(mutated_records())
+    sender = orjson.loads(data).get("sender_id") if data.startswith(b"{") else None
+    choices = [KEY_BYTES] + ([st.just(sender.encode())] if isinstance(sender, str) else [])
+    key_bytes = draw(st.one_of(*choices)) if key is None else key.encode()
+    timestamp = draw(st.integers(0, 2_000_000_000_000) | st.sampled_from([0.0, 1.5]))
+    return Consumed(key_bytes, data, timestamp, draw(HEADERS))
+
+
+@ROOMY
+@given(st.lists(consumed(), max_size=6), st.integers(40, 2000) | st.just(1 << 20))
+def test_every_batch_decodes_as_its_records_do_or_defers(
+    records: list[Consumed], max_bytes: int
+) -> None:
+    ready(records, max_bytes)

@@ -408,6 +408,28 @@ def test_a_batch_folds_like_its_records_one_by_one(size: int) -> None:
     assert one.heads == batched.heads and one.history == batched.history
 
 
+@pytest.mark.parametrize("compiled", ["fails", "missing"])
+def test_a_batch_folds_the_same_record_by_record_without_the_compiled_batch_decoder(
+    monkeypatch: pytest.MonkeyPatch, compiled: str
+) -> None:
+    from processors import stream
+
+    def broken(records: Any, **_: Any) -> None:
+        if compiled == "fails":
+            raise MemoryError("no room for the batch")
+
+    chunk = [_consumed(r) for r in _mixed(0)]
+    expected = folder().process_batch("t.events", 0, chunk)
+    assert stream.decode_ready(chunk, max_bytes=1 << 20, control_header=CONTROL_HEADER)
+    monkeypatch.setattr(stream, "decode_ready", broken)
+    alone = folder()
+    batch = alone.process_batch("t.events", 0, chunk)
+    assert batch.failures == [] and batch.folded == expected.folded > 100
+    assert [(i, _plain(o)) for i, o in batch.notable] == [
+        (i, _plain(o)) for i, o in expected.notable
+    ]
+
+
 def test_a_record_that_fails_to_fold_is_dead_and_the_batch_goes_on(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

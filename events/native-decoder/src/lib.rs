@@ -31,7 +31,7 @@ use rustc_hash::FxHashMap as HashMap;
 use pyo3::exceptions::PyValueError;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyList, PyString, PyTuple, PyType};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
 use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
@@ -862,6 +862,79 @@ impl Decoder {
         now: Bound<'py, PyAny>,
         conversation_id: Option<&str>,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let mut caches = self.caches.try_lock().ok();
+        let Some((sender, event)) = self.parse(py, &mut caches, data, &now, conversation_id)?
+        else {
+            return Ok(None);
+        };
+        drop(caches);
+        let sender = PyString::new(py, &sender);
+        self.pair(py, sender.into_any(), event).map(Some)
+    }
+
+    /// What `processors.stream.StreamFolder.process_batch` reads of each consumed record, for a
+    /// batch at once: for each of `records` (objects with `key`, `value`, `timestamp` in
+    /// milliseconds and `headers`), the tuple `(conversation_id, event, kept)` when this decoder
+    /// takes it, else None.
+    ///
+    /// It takes a record keyed by UTF-8 bytes, whose value is JSON bytes of at most `max_bytes`
+    /// that `decode` reads with `now` = `timestamp / 1000` and the key as the conversation id,
+    /// and without a header named `control` (such a record is a control, not an event).
+    /// `kept` is `encode`'s bytes, or None when the Python encoder must write them. A None is
+    /// decided by the Python path, which gives every error its message.
+    fn decode_batch<'py>(
+        &self,
+        py: Python<'py>,
+        records: &Bound<'py, PyAny>,
+        max_bytes: usize,
+        control: &str,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let out = PyList::empty(py);
+        let mut batch = Batch {
+            caches: self.caches.try_lock().ok(),
+            conversations: HashMap::default(),
+            key: pyo3::intern!(py, "key"),
+            value: pyo3::intern!(py, "value"),
+            timestamp: pyo3::intern!(py, "timestamp"),
+            headers: pyo3::intern!(py, "headers"),
+            max_bytes,
+            control,
+        };
+        for record in records.try_iter()? {
+            let item = match self.ready(py, &mut batch, &record?)? {
+                Some(item) => item.into_any(),
+                None => py.None().into_bound(py),
+            };
+            out.append(item)?;
+        }
+        Ok(out)
+    }
+}
+
+/// One `decode_batch` call: what its records share.
+struct Batch<'d, 'a, 'py> {
+    caches: Option<MutexGuard<'d, Caches>>,
+    /// One string object per conversation id: its events in the batch share it, and so do the
+    /// dicts that key by it (a lookup compares the object, not its text).
+    conversations: HashMap<String, Bound<'py, PyAny>>,
+    key: &'a Bound<'py, PyString>,
+    value: &'a Bound<'py, PyString>,
+    timestamp: &'a Bound<'py, PyString>,
+    headers: &'a Bound<'py, PyString>,
+    max_bytes: usize,
+    control: &'a str,
+}
+
+impl Decoder {
+    /// The sender id and event in `data`, or None to defer (see `decode`).
+    fn parse<'d, 'py>(
+        &'d self,
+        py: Python<'py>,
+        caches: &mut Option<MutexGuard<'d, Caches>>,
+        data: &[u8],
+        now: &Bound<'py, PyAny>,
+        conversation_id: Option<&str>,
+    ) -> PyResult<Option<(String, Bound<'py, PyAny>)>> {
         let Ok(rec) = serde_json::from_slice::<Rec<'_>>(data) else {
             return Ok(None);
         };
@@ -876,19 +949,110 @@ impl Decoder {
         let tag = take!(rec.event.text().and_then(string));
         let mut pass = Pass {
             decoder: self,
-            caches: self.caches.try_lock().ok(),
+            caches: caches.take(),
         };
-        let event = take!(pass.event(py, &tag, &rec, &now)?);
-        drop(pass);
-        let sender = PyString::new(py, &sender);
+        let event = pass.event(py, &tag, &rec, now);
+        *caches = pass.caches.take();
+        let event = take!(event?);
+        Ok(Some((sender.into_owned(), event)))
+    }
+
+    /// A new `Record(sender, event)`.
+    fn pair<'py>(
+        &self,
+        py: Python<'py>,
+        first: Bound<'py, PyAny>,
+        second: Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let obj = allocate(py, &self.record, 2)?;
         // SAFETY: `record` is a tuple subclass of two fields (checked in `new`), allocated with
         // both items NULL; each is set once with a new reference.
         unsafe {
-            ffi::PyTuple_SET_ITEM(obj, 0, sender.into_ptr());
-            ffi::PyTuple_SET_ITEM(obj, 1, event.into_ptr());
-            Ok(Some(Bound::from_owned_ptr(py, obj)))
+            ffi::PyTuple_SET_ITEM(obj, 0, first.into_ptr());
+            ffi::PyTuple_SET_ITEM(obj, 1, second.into_ptr());
+            Ok(Bound::from_owned_ptr(py, obj))
         }
+    }
+
+    /// One record of `decode_batch`, or None to defer.
+    fn ready<'d, 'py>(
+        &'d self,
+        py: Python<'py>,
+        batch: &mut Batch<'d, '_, 'py>,
+        record: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        let key = record.getattr(batch.key)?;
+        let Some(key) = key
+            .cast_exact::<PyBytes>()
+            .ok()
+            .and_then(|key| std::str::from_utf8(key.as_bytes()).ok())
+            .filter(|key| !key.is_empty())
+        else {
+            return Ok(None);
+        };
+        let value = record.getattr(batch.value)?;
+        let Ok(value) = value.cast_exact::<PyBytes>() else {
+            return Ok(None);
+        };
+        let data = value.as_bytes();
+        if data.len() > batch.max_bytes {
+            return Ok(None);
+        }
+        let headers = record.getattr(batch.headers)?;
+        if headers.is_truthy()? {
+            let Ok(headers) = headers.try_iter() else {
+                return Ok(None);
+            };
+            for header in headers {
+                // not a (name, value) pair, a name that is not exactly a str, or the control
+                // header: the Python path
+                let pair = header
+                    .ok()
+                    .filter(|header| header.len().is_ok_and(|n| n == 2));
+                let name = pair.map(|pair| pair.get_item(0)).transpose().ok().flatten();
+                let plain = name.is_some_and(|name| {
+                    name.cast_exact::<PyString>()
+                        .ok()
+                        .and_then(|name| name.to_str().ok().map(|name| name != batch.control))
+                        .unwrap_or(false)
+                });
+                if !plain {
+                    return Ok(None);
+                }
+            }
+        }
+        // `timestamp / 1000.0` as Python computes it, for an int or a float (anything else: the
+        // Python path); an int too large for a float is left to it too
+        let timestamp = record.getattr(batch.timestamp)?;
+        if !(timestamp.is_exact_instance_of::<PyInt>()
+            || timestamp.is_exact_instance_of::<PyFloat>())
+        {
+            return Ok(None);
+        }
+        let Ok(millis) = timestamp.extract::<f64>() else {
+            return Ok(None);
+        };
+        let now = PyFloat::new(py, millis / 1000.0).into_any();
+        let Some((_, event)) = self.parse(py, &mut batch.caches, data, &now, Some(key))? else {
+            return Ok(None);
+        };
+        let kept = match self
+            .encoders
+            .get(&(event.get_type().as_ptr() as usize))
+            .and_then(|layout| encode::event(&event, layout))
+        {
+            Some(bytes) => PyBytes::new(py, &bytes).into_any(),
+            None => py.None().into_bound(py),
+        };
+        let conversation = match batch.conversations.get(key) {
+            Some(shared) => shared.clone(),
+            None => {
+                let made = PyString::new(py, key).into_any();
+                batch.conversations.insert(key.to_owned(), made.clone());
+                made
+            }
+        };
+        Ok(Some(PyTuple::new(py, [conversation, event, kept])?))
     }
 }
 
