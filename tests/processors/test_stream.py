@@ -419,7 +419,8 @@ def test_a_batch_folds_the_same_record_by_record_without_the_compiled_batch_deco
             raise MemoryError("no room for the batch")
 
     chunk = [_consumed(r) for r in _mixed(0)]
-    expected = folder().process_batch("t.events", 0, chunk)
+    compiled_folder = folder()
+    expected = compiled_folder.process_batch("t.events", 0, chunk)
     assert stream.decode_ready(chunk, max_bytes=1 << 20, control_header=CONTROL_HEADER)
     monkeypatch.setattr(stream, "decode_ready", broken)
     alone = folder()
@@ -428,6 +429,8 @@ def test_a_batch_folds_the_same_record_by_record_without_the_compiled_batch_deco
     assert [(i, _plain(o)) for i, o in batch.notable] == [
         (i, _plain(o)) for i, o in expected.notable
     ]
+    assert alone.flush() == compiled_folder.flush()
+    assert alone.heads == compiled_folder.heads and alone.history == compiled_folder.history
 
 
 def test_a_record_that_fails_to_fold_is_dead_and_the_batch_goes_on(

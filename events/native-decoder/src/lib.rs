@@ -18,6 +18,9 @@
 //!   their dicts as read-only (see `events.model`), so sharing is safe.
 //! * Events are built like `events.model.build_*` do: allocated by their type and their slots
 //!   filled directly (a frozen dataclass's `__init__` costs more than parsing the record).
+//! * `decode_batch` reads a whole consumed batch for the worker's fold in one call (the checks
+//!   `processors.stream` makes before it decodes, the event, its history record); what it does
+//!   not take is None there, and the fold takes its record-by-record path for it.
 
 mod batches;
 mod encode;
