@@ -591,29 +591,45 @@ def test_the_record_fold_is_the_tracker_fold_across_evictions_and_restarts(
     other conversations evict it), and flushes and restarts (a new folder on the same stores:
     trackers rebuilt from history) anywhere: each conversation's head holds the state, and its
     tracker the events, of a tracker that folded the records' events directly (with the same
-    ``max_event_history``)."""
+    ``max_event_history``). The records are folded one by one (``process``) or, as the worker
+    does, in batches of what came between two flushes (``process_batch``)."""
     spec = DOMAINS[domain_key]
     domain = None if spec is None else Domain.from_dict(spec)
+    batched = data.draw(st.booleans(), label="batched")
 
     def new_folder(
         heads: MutableMapping[str, Any], history: MutableMapping[str, bytes]
     ) -> StreamFolder:
         return StreamFolder(heads, history, domain=domain, cache_size=1, max_event_history=window)
 
+    def fold(records: list[Inbound]) -> None:
+        if not batched:
+            for record in records:
+                outcome = stream.process(record)
+                assert outcome.kind == "folded", outcome
+            return
+        batch = stream.process_batch("t.events", 0, [_consumed(r) for r in records])
+        assert batch.failures == []
+        assert all(outcome.kind == "folded" for _, outcome in batch.notable), batch.notable
+        assert batch.folded + len(batch.notable) == len(records)
+
     stream = new_folder({}, {})
     convs, order = interleaved
     next_event = dict.fromkeys(convs, 0)
     sent = {key: [orjson.dumps(encode_record(e, key)) for e in evs] for key, evs in convs.items()}
+    pending: list[Inbound] = []
     for offset, (key, _) in enumerate(order):
         value = sent[key][next_event[key]]
         next_event[key] += 1
-        outcome = stream.process(Inbound("t.events", 0, offset, key.encode(), value, 1.0))
-        assert outcome.kind == "folded", outcome
+        pending.append(Inbound("t.events", 0, offset, key.encode(), value, 1.0))
         then = data.draw(st.sampled_from(["fold on", "fold on", "flush", "restart"]))
         if then != "fold on":
+            fold(pending)
+            pending = []
             stream.flush()
         if then == "restart":
             stream = new_folder(stream.heads, stream.history)
+    fold(pending)
     stream.flush()
     for key, values in sent.items():
         if not values:
