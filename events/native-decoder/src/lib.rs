@@ -1039,12 +1039,8 @@ impl Decoder {
         let Some((_, event)) = self.parse(py, &mut batch.caches, data, &now, Some(key))? else {
             return Ok(None);
         };
-        let kept = match self
-            .encoders
-            .get(&(event.get_type().as_ptr() as usize))
-            .and_then(|layout| encode::event(&event, layout))
-        {
-            Some(bytes) => PyBytes::new(py, &bytes).into_any(),
+        let kept = match self.encode(py, &event) {
+            Some(bytes) => bytes.into_any(),
             None => py.None().into_bound(py),
         };
         let conversation = match batch.conversations.get(key) {
