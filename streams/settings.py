@@ -188,6 +188,24 @@ class Settings(BaseSettings):
         "aiokafka's own reader. Without the compiled extension aiokafka's reader is used",
     )
 
+    heap_keep_mib: int = Field(
+        64,
+        ge=0,
+        le=2047,
+        description="freed memory (MiB) the worker process keeps to reuse instead of giving it "
+        "back to the kernel at once (glibc's malloc: blocks up to 32 MiB come from the heap, "
+        "and up to this much free memory stays at its top), so its fetch and produce buffers "
+        "do not fault in fresh pages; 0: the C library's defaults. Only with glibc",
+    )
+    heap_prefault_mib: int = Field(
+        16,
+        ge=0,
+        le=2047,
+        description="memory (MiB) a background thread of the worker keeps faulted in for "
+        "Python's object arenas, so the fold does not wait for the kernel to map fresh pages "
+        "as its state grows; 0: off. Needs the compiled extension",
+    )
+
     @field_validator("bootstrap_servers")
     @classmethod
     def _check_bootstrap(cls, value: str) -> str:

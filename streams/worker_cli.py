@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import click
 from aiokafka.errors import KafkaError
 
 from streams.cli_params import domain_option, load_domain
+from streams.heap import prepare
 from streams.settings import Settings, SettingsError, env_vars, load_settings
 from streams.stores import StateError
 from streams.topics import TopicsError, ensure_topics
@@ -77,20 +79,33 @@ def worker(domain: Path | None, loglevel: str, **overrides: Any) -> None:
       trackerflow broker start
       trackerflow worker --web-port 6066
     """
-    from streams.liveness import quiet_repeats
-    from streams.worker_service import run_worker
-
     parsed = load_domain(domain) if domain is not None else None
     try:
         settings = load_settings(**overrides)
-        topics = ensure_topics(settings)
-    except (SettingsError, TopicsError) as error:
+    except SettingsError as error:
         raise click.ClickException(str(error)) from None
+    heap = prepare(settings.heap_keep_mib, settings.heap_prefault_mib)
+    # the broker creates missing topics while this process imports the worker (each takes
+    # more than a tenth of a second)
+    with ThreadPoolExecutor(1, thread_name_prefix="trackerflow-topics") as pool:
+        made = pool.submit(ensure_topics, settings)
+        from streams.liveness import quiet_repeats
+        from streams.worker_service import run_worker
+
+        try:
+            topics = made.result()
+        except TopicsError as error:
+            raise click.ClickException(str(error)) from None
     logging.basicConfig(
         level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.root.level))
     quiet_repeats()  # a broker away makes aiokafka log every retry of every connection
+    logging.getLogger("trackerflow.worker").info(
+        "memory: freed memory kept for reuse up to %d MiB, object arenas kept faulted in: "
+        "%d MiB (0: off; TRACKERFLOW_HEAP_KEEP_MIB, TRACKERFLOW_HEAP_PREFAULT_MIB)",
+        *heap,
+    )
     try:
         asyncio.run(run_worker(settings, domain=parsed, message_limits=topics.limits))
     except (KafkaError, OSError, StateError) as error:

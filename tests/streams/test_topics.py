@@ -6,6 +6,9 @@ Each test uses its own topic prefix, so its topics are new; they are deleted aft
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -234,3 +237,19 @@ def test_a_closed_sasl_connection_is_explained() -> None:
     both = failures(True, closed, refused)
     assert both.authentication and "bad password; check the SASL" in both.explain()
     assert failures(True).explain() == ""
+
+
+def test_the_worker_command_stops_with_the_reason_when_kafka_is_unreachable() -> None:
+    """The worker creates its topics in a thread while it imports the rest; the thread's
+    error still ends the command with the reason, and no traceback."""
+    port = broker.free_port()  # nothing listens there
+    env = {**os.environ, "TRACKERFLOW_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}"}
+    worker = [sys.executable, "-m", "streams.cli", "worker"]
+    done = subprocess.run(worker, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1, done.stderr
+    assert f"Error: cannot reach Kafka at 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr
+    env["TRACKERFLOW_HEAP_PREFAULT_MIB"] = "4096"
+    done = subprocess.run(worker, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1, done.stderr
+    assert "TRACKERFLOW_HEAP_PREFAULT_MIB" in done.stderr and "4096" in done.stderr

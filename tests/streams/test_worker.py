@@ -305,6 +305,8 @@ def test_a_worker_folds_every_conversation_like_an_offline_fold(run: Run) -> Non
     }
     signals = [orjson.loads(m.value) for m in run.read(".signals")]
     assert_same_signals(signals, expected_signals, records)
+    log = (run.tmp / "worker-0.log").read_text()  # the worker's memory set-up, as it says
+    assert "freed memory kept for reuse up to 64 MiB, object arenas kept faulted in: 16 MiB" in log
     assert all(
         s["source"]["topic"] == f"{run.prefix}.events"
         for s in signals

@@ -22,6 +22,7 @@
 //!   `processors.stream` makes before it decodes, the event, its history record); what it does
 //!   not take is None there, and the fold takes its record-by-record path for it.
 
+mod arenas;
 mod batches;
 mod encode;
 mod records;
@@ -1059,5 +1060,6 @@ impl Decoder {
 fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<Decoder>()?;
     module.add_class::<records::BatchReader>()?;
-    module.add_class::<batches::BatchWriter>()
+    module.add_class::<batches::BatchWriter>()?;
+    module.add_function(wrap_pyfunction!(arenas::prefault_arenas, module)?)
 }
