@@ -98,6 +98,9 @@ def allocate_with(prefault_mib: int) -> tuple[int, bool]:
         + f"""
 from streams.heap import prefault_arenas
 print(prefault_arenas({prefault_mib}))
+def deep(n):  # CPython 3.11 takes its frame stack's 16 KiB chunks from the arena allocator too
+    return 0 if n == 0 else deep(n - 1)
+deep(900)
 pool, deadline = None, time.monotonic() + 5
 while pool is None and time.monotonic() < deadline:  # the thread names itself once it runs
     pool = names().get("trackerflow-are")  # the pool's thread (names are cut to 15 bytes)

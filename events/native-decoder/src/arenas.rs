@@ -5,15 +5,18 @@
 //! Rules of this module:
 //!
 //! * CPython's small-object allocator takes its memory in arenas of one size (1 MiB on 3.11,
-//!   256 KiB before) from an arena allocator (`PyObject_SetArenaAllocator`); the default maps
-//!   each arena (`mmap`) and unmaps it when it is empty again. This one hands out an arena from
-//!   a pool when one is ready (mapped, and written once per page by the pool's thread), and
-//!   unmaps it when CPython frees it. Every other request goes to the allocator it replaced:
-//!   another size, an empty pool (so CPython never waits for the thread), and the freeing of
-//!   every arena the pool did not make (it remembers which it made).
+//!   256 KiB before) from an arena allocator (`PyObject_SetArenaAllocator`), whose default maps
+//!   each arena (`mmap`) and unmaps it when it is empty again. CPython 3.11 also takes the
+//!   16 KiB chunks of its frame stacks there, so the pool learns the arena size from the first
+//!   request of at least 256 KiB.
+//! * An arena is handed out from the pool when one is ready (mapped with `MAP_POPULATE` by the
+//!   pool's thread, so its pages are already there) and unmapped when CPython frees it. Every
+//!   other request goes to the allocator this one replaced: another size, an empty pool (so
+//!   CPython never waits for the thread), and the freeing of every arena the pool did not make
+//!   (it remembers the ones it lent).
 //! * The pool holds at most the asked number of megabytes; its thread fills it again when an
-//!   arena is taken and sleeps when it is full. It never touches Python objects and never holds
-//!   the GIL.
+//!   arena is taken and sleeps while it is full. It never touches Python objects and never
+//!   holds the GIL.
 //! * It is installed once per process and stays for the life of the process. A process that
 //!   forks without exec must not use it: the child has no pool thread (and could inherit its
 //!   lock held).
@@ -28,7 +31,9 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 
-const PAGE: usize = 4096;
+/// CPython's arenas are 256 KiB or 1 MiB; smaller requests (3.11's frame stack chunks, 16 KiB)
+/// are not arenas.
+const SMALLEST_ARENA: usize = 256 << 10;
 
 /// The arena allocator this one replaced.
 struct Previous(ffi::PyObjectArenaAllocator);
@@ -47,21 +52,22 @@ struct Pool {
     taken: Condvar,
     /// Arenas the pool keeps ready.
     keep_bytes: usize,
-    /// CPython's arena size, learnt from its first request (0 until then).
+    /// CPython's arena size, learnt from its first request of an arena's size (0 until then).
     arena: AtomicUsize,
 }
 
 static POOL: OnceLock<Pool> = OnceLock::new();
 
-/// A fresh private anonymous mapping of `size` bytes, or null.
-fn map(size: usize) -> *mut c_void {
+/// A fresh private anonymous mapping of `size` bytes, its pages already faulted in (writable),
+/// or null.
+fn populated(size: usize) -> *mut c_void {
     // SAFETY: a new anonymous mapping; no existing memory is touched.
     let address = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
             size,
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
             -1,
             0,
         )
@@ -82,7 +88,7 @@ extern "C" fn alloc(ctx: *mut c_void, size: libc::size_t) -> *mut c_void {
     // SAFETY: `ctx` is the pool installed with this function; it lives as long as the process.
     let pool = unsafe { &*pool };
     let arena = pool.arena.load(Ordering::Relaxed);
-    if arena == 0 {
+    if arena == 0 && size >= SMALLEST_ARENA {
         // under the pool's lock, so the thread cannot miss it between its check and its wait
         let _ready = lock(&pool.ready);
         pool.arena.store(size, Ordering::Relaxed);
@@ -116,7 +122,7 @@ extern "C" fn free(ctx: *mut c_void, address: *mut c_void, size: libc::size_t) {
     }
 }
 
-/// The pool's thread: keep `keep_bytes` of arenas mapped and written once per page.
+/// The pool's thread: keep `keep_bytes` of arenas mapped and faulted in.
 fn fill(pool: &'static Pool) {
     loop {
         let mut ready = lock(&pool.ready);
@@ -126,14 +132,9 @@ fn fill(pool: &'static Pool) {
             arena = pool.arena.load(Ordering::Relaxed);
         }
         drop(ready);
-        let address = map(arena);
+        let address = populated(arena);
         if address.is_null() {
             return; // out of memory: CPython's own requests will say so
-        }
-        let bytes = address as *mut u8;
-        for offset in (0..arena).step_by(PAGE) {
-            // SAFETY: inside the mapping just made, which nobody else knows of yet.
-            unsafe { bytes.add(offset).write_volatile(0) };
         }
         lock(&pool.ready).push(address as usize);
     }
