@@ -120,7 +120,9 @@ _DECODE_BATCH: Final[Callable[..., Any] | None] = getattr(_NATIVE, "decode_batch
 
 Ready = tuple[str, Event, bytes | None]
 """A consumed record :func:`decode_ready` read: its conversation id, its event, and its history
-record (``encode_kept``'s bytes, or None when ``encode_kept`` must write them)."""
+record: the record's value itself when the event has the value's own timestamp (then
+:func:`decode_event` reads the value as that event, ``sender_id`` ignored, and no bytes are
+written for it), else ``encode_kept``'s bytes, or None when ``encode_kept`` must write them."""
 
 
 def decode_ready(

@@ -21,6 +21,10 @@ Rules of this module (the shell owns the IO; this module owns the decisions):
   worker's changelog gets tombstones), its count starts again at 0, the events after it are its
   new history, and its head remembers the request id as ``replaced`` (so the HTTP API's ``PUT``
   knows when its replacement is folded). It causes no signals itself.
+* A history record is one event as JSON that ``decode_event`` reads: the record's own value
+  when the compiled decoder read it with its own timestamp (``process_batch``; no bytes are
+  written for it), else ``encode_kept``'s bytes (always within ``max_kept_bytes`` when they
+  are, as the value may not be).
 * Heads are written at ``flush`` (the shell calls it before it persists a batch): a
   conversation's ``state`` is computed once per batch, not once per event. Until then the
   folder keeps the changed heads itself, so deduplication and rebuilding already see them.
@@ -385,6 +389,8 @@ class StreamFolder:
             kept = encode_kept(event)
         limit = self.max_kept_bytes
         if limit is not None and (len(kept) > limit or type(event) in _HEAD_GROWERS):
+            if len(kept) > limit:  # the record's own bytes, maybe: the encoder's may be fewer
+                kept = encode_kept(event)
             _check_room(head, event, kept, count, tracker, limit)
         tracker.update(event)
         self._kept[history_key(conversation_id, count)] = kept
@@ -464,7 +470,9 @@ class StreamFolder:
         tracker = self._new_tracker(conversation_id)
         head = self._live.get(conversation_id) or self.heads.get(conversation_id)
         for seq in range(0 if head is None else int(head["count"])):
-            tracker.update(decode_event(self.history[history_key(conversation_id, seq)]))
+            kept = self.history[history_key(conversation_id, seq)]
+            # written by this fold, so within its limits: whatever its size, it is read
+            tracker.update(decode_event(kept, max_bytes=len(kept)))
         self._cache[conversation_id] = (partition, tracker)
         if len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from events.errors import InvalidField, InvalidJson, MissingField
 from events.model import Event
-from events.wire import decode_record, encode_record
+from events.wire import decode_event, decode_record, encode_kept, encode_record
 from processors import Domain, EventVerbosity
 from processors.stream import (
     CONTROL_HEADER,
@@ -384,6 +384,12 @@ def _plain(outcome: Outcome) -> Outcome:
     return outcome._replace(error=None if error is None else (type(error), str(error)))
 
 
+def _events(history: Mapping[str, bytes]) -> dict[str, str]:
+    """What a history store holds, as events: a batch keeps a record's own bytes where one by
+    one the encoder writes them."""
+    return {key: repr(decode_event(kept, max_bytes=len(kept))) for key, kept in history.items()}
+
+
 @pytest.mark.parametrize("size", [1, 7, 1000])
 def test_a_batch_folds_like_its_records_one_by_one(size: int) -> None:
     one, batched = folder(), folder()
@@ -405,7 +411,49 @@ def test_a_batch_folds_like_its_records_one_by_one(size: int) -> None:
         assert one.flush() == batched.flush()
     kinds = {o.kind for o in outcomes.values()}
     assert kinds == {"folded", "skipped", "dead", "rekeyed", "replaced"}
-    assert one.heads == batched.heads and one.history == batched.history
+    assert one.heads == batched.heads and _events(one.history) == _events(batched.history)
+    assert one.history.keys() == batched.history.keys() and one.history != batched.history
+
+
+def test_a_batch_keeps_a_records_own_bytes_as_its_history_record_when_it_has_its_own_time() -> None:
+    stamped = b'{"sender_id": "c1", "event": "slot", "timestamp": 7.5, "name": "a", "value": 1}'
+    unstamped = b'{"sender_id": "c1", "event": "slot", "name": "b", "value": 2}'
+    zero = b'{"sender_id": "c1", "event": "slot", "timestamp": 0, "name": "c", "value": 3}'
+    chunk = [Consumed(i, b"c1", v, 9_000) for i, v in enumerate((stamped, unstamped, zero))]
+    stream = folder()
+    assert stream.process_batch("t.events", 0, chunk).folded == 3
+    stream.flush()
+    kept = [stream.history[history_key("c1", seq)] for seq in range(3)]
+    assert kept[0] is stamped  # no bytes written for it
+    for value, record in zip(kept[1:], (unstamped, zero), strict=True):
+        # the record time stands in for its timestamp: the encoder writes the event with it
+        event = decode_record(record, now=9.0).event
+        assert value == encode_kept(event) and decode_event(value).timestamp == 9.0
+    rebuilt = StreamFolder(stream.heads, stream.history).tracker("c1")
+    assert rebuilt.current_state() == stream.tracker("c1").current_state()
+    assert [e.timestamp for e in rebuilt.events] == [7.5, 9.0, 9.0]
+
+
+def test_a_records_own_bytes_too_large_for_the_changelog_are_encoded_again() -> None:
+    padded = b'{"sender_id": "c1", "event": "slot", "timestamp": 7.5, "name": "a", "value": 1%s}'
+    value = padded % (b" " * 3000)  # JSON whitespace: the encoder writes it in 50 bytes
+    stream = StreamFolder({}, {}, max_kept_bytes=2000)
+    batch = stream.process_batch("t.events", 0, [Consumed(0, b"c1", value, 9_000)])
+    assert batch.folded == 1 and batch.notable == []
+    stream.flush()
+    event = decode_record(value).event
+    assert stream.history[history_key("c1", 0)] == encode_kept(event)
+
+
+def test_history_records_larger_than_the_default_record_limit_are_read_back() -> None:
+    big = 2 << 20
+    value = orjson.dumps({"sender_id": "c1", "event": "bot", "text": "x" * (big - 200)})
+    stream = StreamFolder({}, {}, max_record_bytes=big)
+    assert stream.process(Inbound("t.events", 0, 0, b"c1", value, 1.0)).kind == "folded"
+    stream.flush()
+    assert len(stream.history[history_key("c1", 0)]) > 1 << 20  # over decode_event's default
+    rebuilt = StreamFolder(stream.heads, stream.history).tracker("c1")
+    assert rebuilt.current_state() == stream.tracker("c1").current_state()
 
 
 @pytest.mark.parametrize("compiled", ["fails", "missing"])
@@ -430,7 +478,10 @@ def test_a_batch_folds_the_same_record_by_record_without_the_compiled_batch_deco
         (i, _plain(o)) for i, o in expected.notable
     ]
     assert alone.flush() == compiled_folder.flush()
-    assert alone.heads == compiled_folder.heads and alone.history == compiled_folder.history
+    assert alone.heads == compiled_folder.heads
+    assert _events(alone.history) == _events(compiled_folder.history)
+    # record by record, every history record is the encoder's bytes
+    assert all(kept == encode_kept(decode_event(kept)) for kept in alone.history.values())
 
 
 def test_a_record_that_fails_to_fold_is_dead_and_the_batch_goes_on(

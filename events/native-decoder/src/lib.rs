@@ -19,8 +19,9 @@
 //! * Events are built like `events.model.build_*` do: allocated by their type and their slots
 //!   filled directly (a frozen dataclass's `__init__` costs more than parsing the record).
 //! * `decode_batch` reads a whole consumed batch for the worker's fold in one call (the checks
-//!   `processors.stream` makes before it decodes, the event, its history record); what it does
-//!   not take is None there, and the fold takes its record-by-record path for it.
+//!   `processors.stream` makes before it decodes, the event, its history record: the record's
+//!   own bytes when they decode to the event alone); what it does not take is None there, and
+//!   the fold takes its record-by-record path for it.
 
 mod arenas;
 mod batches;
@@ -884,8 +885,10 @@ impl Decoder {
     /// It takes a record keyed by UTF-8 bytes, whose value is JSON bytes of at most `max_bytes`
     /// that `decode` reads with `now` = `timestamp / 1000` and the key as the conversation id,
     /// and without a header named `control` (such a record is a control, not an event).
-    /// `kept` is `encode`'s bytes, or None when the Python encoder must write them. A None is
-    /// decided by the Python path, which gives every error its message.
+    /// `kept` is the history record: the record's value itself when the event has the value's
+    /// own timestamp (then `events.wire.decode_event` reads the value as this event: it ignores
+    /// `sender_id`), else `encode`'s bytes, or None when the Python encoder must write them. A
+    /// None item is decided by the Python path, which gives every error its message.
     fn decode_batch<'py>(
         &self,
         py: Python<'py>,
@@ -1040,9 +1043,15 @@ impl Decoder {
         let Some((_, event)) = self.parse(py, &mut batch.caches, data, &now, Some(key))? else {
             return Ok(None);
         };
-        let kept = match self.encode(py, &event) {
-            Some(bytes) => bytes.into_any(),
-            None => py.None().into_bound(py),
+        // the record's own bytes decode to this event when it has its own timestamp (`now`
+        // stood in for none): they are its history record, with no new bytes written
+        let kept = if !event.getattr(batch.timestamp)?.is(&now) {
+            value.clone().into_any()
+        } else {
+            match self.encode(py, &event) {
+                Some(bytes) => bytes.into_any(),
+                None => py.None().into_bound(py),
+            }
         };
         let conversation = match batch.conversations.get(key) {
             Some(shared) => shared.clone(),
