@@ -23,8 +23,9 @@ Rules of this module (the shell owns the IO; this module owns the decisions):
   knows when its replacement is folded). It causes no signals itself.
 * A history record is one event as JSON that ``decode_event`` reads: the record's own value
   when the compiled decoder read it with its own timestamp (``process_batch``; no bytes are
-  written for it), else ``encode_kept``'s bytes (always within ``max_kept_bytes`` when they
-  are, as the value may not be).
+  written for it), else ``encode_kept``'s bytes. A value over ``max_kept_bytes`` is encoded
+  too before it is judged too large (the encoder's bytes are fewer: no ``sender_id``, no
+  spaces).
 * Heads are written at ``flush`` (the shell calls it before it persists a batch): a
   conversation's ``state`` is computed once per batch, not once per event. Until then the
   folder keeps the changed heads itself, so deduplication and rebuilding already see them.
