@@ -25,10 +25,13 @@ never by importing a module.
 from __future__ import annotations
 
 import ctypes
+import logging
 import platform
 from typing import Final, NamedTuple
 
 from events.fast import compiled
+
+log = logging.getLogger("trackerflow.worker")
 
 MiB: Final = 1 << 20
 M_TRIM_THRESHOLD: Final = -1  # mallopt parameters, from glibc's malloc.h
@@ -61,13 +64,18 @@ def keep_freed_memory(mib: int) -> bool:
 
 def prefault_arenas(mib: int) -> bool:
     """Serve CPython's object arenas from a pool of ``mib`` MiB that a background thread keeps
-    faulted in; whether it is in place (False for 0, or a build without the compiled
-    extension). Once per process: a second call changes nothing."""
+    faulted in; whether it is in place (False for 0, a build without the compiled extension,
+    or a thread that cannot start: logged, and the process goes on without the pool). Once per
+    process: a second call changes nothing."""
     _check(mib, "arena memory to keep faulted in")
     install = compiled("prefault_arenas")
     if mib == 0 or install is None:
         return False
-    install(mib)
+    try:
+        install(mib)
+    except RuntimeError as error:
+        log.warning("object arenas are not kept faulted in: %s", error)
+        return False
     return True
 
 

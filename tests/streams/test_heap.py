@@ -80,6 +80,18 @@ def test_nothing_is_set_up_for_zero_and_out_of_range_is_refused() -> None:
         heap.prefault_arenas(-1)
 
 
+def test_a_pool_whose_thread_cannot_start_is_left_out_and_said(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def cannot(mib: int) -> bool:
+        raise RuntimeError("cannot start the arena thread: out of threads")
+
+    monkeypatch.setattr(heap, "compiled", lambda name: cannot)
+    assert heap.prefault_arenas(16) is False
+    assert heap.prepare(0, 16) == heap.Prepared(0, 0)
+    assert "object arenas are not kept faulted in: cannot start the arena thread" in caplog.text
+
+
 FAULTS = """
 import os, sys, time
 def faults(tid):

@@ -22,7 +22,7 @@
 //!   lock held).
 
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 
 use rustc_hash::FxHashSet;
@@ -57,6 +57,8 @@ struct Pool {
 }
 
 static POOL: OnceLock<Pool> = OnceLock::new();
+/// Whether the pool's allocator is in place (its thread started).
+static INSTALLED: AtomicBool = AtomicBool::new(false);
 
 /// A fresh private anonymous mapping of `size` bytes, its pages already faulted in (writable),
 /// or null.
@@ -141,7 +143,8 @@ fn fill(pool: &'static Pool) {
 }
 
 /// Serve CPython's object arenas from a pool of `megabytes` kept faulted in by a background
-/// thread (see the module rules); False if it was installed before.
+/// thread (see the module rules); False if it was installed before. `RuntimeError` if its
+/// thread cannot start (then, and on any later call, CPython's allocator stays as it was).
 #[pyfunction]
 pub fn prefault_arenas(megabytes: usize) -> PyResult<bool> {
     if megabytes == 0 {
@@ -150,7 +153,12 @@ pub fn prefault_arenas(megabytes: usize) -> PyResult<bool> {
         ));
     }
     if POOL.get().is_some() {
-        return Ok(false);
+        if INSTALLED.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        return Err(PyRuntimeError::new_err(
+            "the arena pool's thread could not be started before; arenas are not prefaulted",
+        ));
     }
     let mut previous = ffi::PyObjectArenaAllocator::default();
     // SAFETY: reads the allocator into a struct of its type (the GIL is held).
@@ -174,5 +182,6 @@ pub fn prefault_arenas(megabytes: usize) -> PyResult<bool> {
     };
     // SAFETY: CPython copies the struct (the GIL is held); the pool is static.
     unsafe { ffi::PyObject_SetArenaAllocator(&mut ours) };
+    INSTALLED.store(true, Ordering::Relaxed);
     Ok(true)
 }
