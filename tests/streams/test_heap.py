@@ -15,6 +15,7 @@ import pytest
 
 from events.fast import compiled
 from streams import heap
+from tests.conftest import in_ci
 
 GLIBC = platform.libc_ver()[0] == "glibc"
 
@@ -43,7 +44,7 @@ mallinfo2.restype = Info
 """
 
 
-@pytest.mark.skipif(not GLIBC, reason="mallopt is glibc's")
+@pytest.mark.skipif(not GLIBC and not in_ci(), reason="mallopt is glibc's (CI runs it)")
 def test_kept_freed_memory_serves_large_blocks_from_the_heap_and_keeps_them() -> None:
     found = run(
         MALLINFO
@@ -137,7 +138,10 @@ print(sum(values) == sum(range(2_000_000)))
     return int(found[3]), found[4] == "True"
 
 
-@pytest.mark.skipif(compiled("prefault_arenas") is None, reason="needs the compiled extension")
+@pytest.mark.skipif(
+    compiled("prefault_arenas") is None and not in_ci(),
+    reason="needs the compiled extension (CI builds it, and runs this)",
+)
 def test_prefaulted_arenas_spare_the_allocating_thread_its_page_faults() -> None:
     plain, right = allocate_with(0)
     assert right
@@ -147,7 +151,10 @@ def test_prefaulted_arenas_spare_the_allocating_thread_its_page_faults() -> None
     assert pooled < plain * 0.5  # the arenas came faulted in; the list's memory did not
 
 
-@pytest.mark.skipif(compiled("prefault_arenas") is None, reason="needs the compiled extension")
+@pytest.mark.skipif(
+    compiled("prefault_arenas") is None and not in_ci(),
+    reason="needs the compiled extension (CI builds it, and runs this)",
+)
 def test_arenas_from_the_pool_are_freed_and_the_pool_is_installed_once() -> None:
     found = run(
         """
