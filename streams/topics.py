@@ -15,10 +15,16 @@ Rules of this module:
   cannot be added without moving keys to other partitions, which would break per-conversation
   order; that is a person's decision).
 * Blocking (kafka-python's admin client): async callers run it in a thread.
+* :func:`worker_topics` is what a worker starting does: when every topic is there already (a
+  worker restarting, the common case) it reads what it needs with aiokafka's admin client,
+  which the worker loads anyway, and so never loads kafka-python (a tenth of a second of the
+  worker's start-up). Anything else (a topic missing, a broker that refuses the client, ...)
+  goes to :func:`ensure_topics`, which creates them or says why it cannot.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import socket
@@ -264,18 +270,111 @@ def _ensure(admin: Any, wanted: list[TopicSpec], timeout_ms: int) -> TopicsRepor
         admin.wait_for_topics(created, timeout_ms=timeout_ms)
     if raced:
         found.update(_partition_counts(admin, raced))
-    notes = [
+    existing = tuple(spec.name for spec in wanted if spec.name in found)
+    limits = _message_limits(admin, [spec.name for spec in wanted])
+    return TopicsReport(
+        created=tuple(created),
+        existing=existing,
+        warnings=_fewer_partitions(wanted, found),
+        limits=limits,
+    )
+
+
+def _fewer_partitions(wanted: list[TopicSpec], found: Mapping[str, int]) -> tuple[str, ...]:
+    """A warning for each topic of ``wanted`` that has fewer partitions than its spec."""
+    return tuple(
         f"topic {spec.name!r} has {found[spec.name]} partitions, fewer than the "
         f"{spec.partitions} configured; it was left as it is (adding partitions moves "
         "conversations to other partitions, see the topics documentation)"
         for spec in wanted
         if spec.name in found and found[spec.name] < spec.partitions
-    ]
-    existing = tuple(spec.name for spec in wanted if spec.name in found)
-    limits = _message_limits(admin, [spec.name for spec in wanted])
-    return TopicsReport(
-        created=tuple(created), existing=existing, warnings=tuple(notes), limits=limits
     )
+
+
+def worker_topics(settings: Settings, *, timeout_s: float = 10.0) -> TopicsReport:
+    """:func:`ensure_topics` for a worker starting (see the module rules): the same report,
+    from aiokafka when every topic exists already. Raises :class:`TopicsError`."""
+    if any(_accepts_connections(server) for server in settings.bootstrap_list):
+        found = asyncio.run(found_topics(settings, timeout_s=timeout_s))
+        if found is not None:
+            return found
+    return ensure_topics(settings)
+
+
+async def found_topics(
+    settings: Settings, specs: Iterable[TopicSpec] | None = None, *, timeout_s: float = 10.0
+) -> TopicsReport | None:
+    """What :func:`ensure_topics` reports when every topic of ``specs`` (default:
+    :func:`topic_specs`) exists already, asked with aiokafka's admin client; None if one is
+    missing, or the broker cannot be asked or does not say everything (within ``timeout_s``).
+    It only reads: the topics are listed (a request for all of them, which never creates one,
+    as a request for named topics may on a broker that creates topics on demand) and their
+    ``max.message.bytes`` described. aiokafka's log stays quiet meanwhile: a failure here is
+    not an error, as ``ensure_topics`` then tries again."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    wanted = list(topic_specs(settings) if specs is None else specs)
+    names = [spec.name for spec in wanted]
+    admin = AIOKafkaAdminClient(
+        **kafka_client_config(settings), request_timeout_ms=int(timeout_s * 1000)
+    )
+    with _quiet("aiokafka"):
+        try:
+            async with asyncio.timeout(timeout_s):
+                await admin.start()
+                topics = await admin.describe_topics(None)  # all of them
+                found = {
+                    topic["topic"]: len(topic["partitions"])
+                    for topic in topics
+                    if topic["error_code"] == 0
+                }
+                if any(name not in found for name in names):
+                    return None
+                resources = [
+                    ConfigResource(ConfigResourceType.TOPIC, name, {"max.message.bytes": None})
+                    for name in names
+                ]
+                described = await admin.describe_configs(resources)
+        except Exception:  # any failure: ensure_topics asks again, and explains
+            return None
+        finally:
+            with contextlib.suppress(Exception):
+                await admin.close()
+    limits = _described_limits(described)
+    if set(limits) != set(names):
+        return None
+    return TopicsReport(
+        existing=tuple(names), warnings=_fewer_partitions(wanted, found), limits=limits
+    )
+
+
+def _described_limits(responses: Iterable[Any]) -> dict[str, int]:
+    """Each topic's ``max.message.bytes`` in aiokafka's describe-configs responses (topics the
+    broker reported an error for, or without that config, left out)."""
+    limits: dict[str, int] = {}
+    for response in responses:
+        for resource in response.to_object()["resources"]:
+            if resource["error_code"] != 0:
+                continue
+            for entry in resource["config_entries"]:
+                if entry["config_names"] == "max.message.bytes":
+                    limits[resource["resource_name"]] = int(entry["config_value"])
+    return limits
+
+
+@contextlib.contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    """Nothing the logger ``name`` logs is shown while the block runs."""
+    logger = logging.getLogger(name)
+    level, propagate = logger.level, logger.propagate
+    logger.setLevel(logging.CRITICAL + 1)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+        logger.propagate = propagate
 
 
 def _message_limits(admin: Any, names: list[str]) -> dict[str, int]:

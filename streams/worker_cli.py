@@ -15,7 +15,7 @@ from streams.cli_params import domain_option, load_domain
 from streams.heap import prepare
 from streams.settings import Settings, SettingsError, env_vars, load_settings
 from streams.stores import StateError
-from streams.topics import TopicsError, ensure_topics
+from streams.topics import TopicsError, worker_topics
 
 FIELDS = {
     "bootstrap_servers": "HOST:PORT[,...]",
@@ -85,10 +85,9 @@ def worker(domain: Path | None, loglevel: str, **overrides: Any) -> None:
     except SettingsError as error:
         raise click.ClickException(str(error)) from None
     heap = prepare(settings.heap_keep_mib, settings.heap_prefault_mib)
-    # the broker creates missing topics while this process imports the worker (each takes
-    # more than a tenth of a second)
+    # the topics are looked up (and made if missing) while this process imports the worker
     with ThreadPoolExecutor(1, thread_name_prefix="trackerflow-topics") as pool:
-        made = pool.submit(ensure_topics, settings)
+        made = pool.submit(worker_topics, settings)
         from streams.liveness import quiet_repeats
         from streams.worker_service import run_worker
 

@@ -5,6 +5,7 @@ Each test uses its own topic prefix, so its topics are new; they are deleted aft
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import subprocess
@@ -29,7 +30,9 @@ from streams.topics import (
     changelog_config,
     changelog_topics,
     ensure_topics,
+    found_topics,
     topic_specs,
+    worker_topics,
 )
 
 
@@ -61,6 +64,15 @@ def settings_for(bootstrap: str, prefix: str, **overrides: Any) -> Settings:
 
 def partitions(admin: KafkaAdminClient, names: list[str]) -> dict[str, int]:
     return {t["name"]: len(t["partitions"]) for t in admin.describe_topics(names)}
+
+
+def small_events_topic(admin: KafkaAdminClient, prefix: str) -> Topics:
+    """The prefix's topics, of which only the events topic exists, with 2 partitions."""
+    topics = Topics.for_prefix(prefix)
+    admin.create_topics(
+        {topics.events: {"num_partitions": 2, "replication_factor": 1}}, wait_for_metadata=True
+    )
+    return topics
 
 
 def configs(admin: KafkaAdminClient, name: str) -> dict[str, str]:
@@ -165,10 +177,7 @@ def test_ensure_topics_creates_every_topic_once(
 def test_existing_topics_are_left_alone_and_reported_when_smaller(
     kafka_bootstrap: str, admin: KafkaAdminClient, prefix: str
 ) -> None:
-    topics = Topics.for_prefix(prefix)
-    admin.create_topics(
-        {topics.events: {"num_partitions": 2, "replication_factor": 1}}, wait_for_metadata=True
-    )
+    topics = small_events_topic(admin, prefix)
     settings = settings_for(kafka_bootstrap, prefix, events_partitions=5, signals_partitions=1)
     report = ensure_topics(settings)
     assert report.created == (
@@ -183,6 +192,57 @@ def test_existing_topics_are_left_alone_and_reported_when_smaller(
     assert partitions(admin, [topics.events]) == {topics.events: 2}
     assert configs(admin, topics.events)["retention.ms"] != "-1"  # its config was not touched
     assert report.limits[topics.events] == 1_048_588  # its own, not what the settings make
+
+
+@pytest.mark.broker
+def test_a_starting_worker_reads_existing_topics_without_kafka_python(
+    kafka_bootstrap: str, admin: KafkaAdminClient, prefix: str
+) -> None:
+    topics = small_events_topic(admin, prefix)
+    overrides = {"events_partitions": 5, "max_record_bytes": 200_000}
+    settings = settings_for(kafka_bootstrap, prefix, **overrides)
+    names = [topics.events, topics.rekeyed, *changelog_topics(settings), topics.signals, topics.dlq]
+    assert asyncio.run(found_topics(settings)) is None  # all but the events topic are missing
+    assert set(admin.list_topics()) & set(names) == {topics.events}  # and asking made none
+
+    made = worker_topics(settings)  # through ensure_topics, which makes them
+    assert made.created == tuple(names[1:]) and made.existing == (topics.events,)
+    found = asyncio.run(found_topics(settings))
+    assert found is not None
+    assert found == ensure_topics(settings)  # the same report: all existing, the warning, limits
+    (warning,) = found.warnings
+    assert f"topic {topics.events!r} has 2 partitions, fewer than the 5 configured" in warning
+    assert found.limits[topics.signals] == 200_000 + RECORD_OVERHEAD
+    assert found.limits[topics.events] == 1_048_588  # its own, not what the settings make
+
+    code = f"""
+import sys
+from streams.settings import load_settings
+from streams.topics import worker_topics
+settings = load_settings(
+    bootstrap_servers={kafka_bootstrap!r}, topic_prefix={prefix!r}, app_id={prefix!r},
+    **{overrides!r},
+)
+report = worker_topics(settings)
+print(report.existing == {tuple(names)!r}, "kafka" in sys.modules)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "False"]  # found, and kafka-python never loaded
+    assert done.stderr == ""
+
+
+def test_a_broker_that_cannot_be_asked_is_left_to_ensure_topics(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    port = broker.free_port()  # nothing listens there
+    settings = load_settings(bootstrap_servers=f"127.0.0.1:{port}")
+    started = time.monotonic()
+    assert asyncio.run(found_topics(settings, timeout_s=5)) is None
+    assert time.monotonic() - started < 6
+    assert capfd.readouterr() == ("", "")  # aiokafka's complaints are not shown
 
 
 def test_limits_are_empty_when_the_broker_will_not_describe_configs(
