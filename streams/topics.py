@@ -212,8 +212,7 @@ def ensure_topics(
         from kafka.errors import KafkaError
 
     where = f"Kafka at {settings.bootstrap_servers}"
-    if not any(_accepts_connections(server) for server in settings.bootstrap_list):
-        raise TopicsError(f"cannot reach {where}: no broker accepts connections", retryable=True)
+    _check_reachable(settings)
     try:
         with connection_failures(settings) as failures:
             admin = KafkaAdminClient(
@@ -294,11 +293,9 @@ def _fewer_partitions(wanted: list[TopicSpec], found: Mapping[str, int]) -> tupl
 def worker_topics(settings: Settings, *, timeout_s: float = 10.0) -> TopicsReport:
     """:func:`ensure_topics` for a worker starting (see the module rules): the same report,
     from aiokafka when every topic exists already. Raises :class:`TopicsError`."""
-    if any(_accepts_connections(server) for server in settings.bootstrap_list):
-        found = asyncio.run(found_topics(settings, timeout_s=timeout_s))
-        if found is not None:
-            return found
-    return ensure_topics(settings)
+    _check_reachable(settings)
+    found = asyncio.run(found_topics(settings, timeout_s=timeout_s))
+    return found if found is not None else ensure_topics(settings)
 
 
 async def found_topics(
@@ -397,6 +394,15 @@ def _message_limits(admin: Any, names: list[str]) -> dict[str, int]:
     except (KafkaError, KeyError, TypeError, ValueError) as error:
         log.warning("cannot read the topics' max.message.bytes (%s); using the settings'", error)
         return {}
+
+
+def _check_reachable(settings: Settings) -> None:
+    """Raise :class:`TopicsError` (retryable) if no bootstrap server accepts connections."""
+    if not any(_accepts_connections(server) for server in settings.bootstrap_list):
+        raise TopicsError(
+            f"cannot reach Kafka at {settings.bootstrap_servers}: no broker accepts connections",
+            retryable=True,
+        )
 
 
 def _accepts_connections(server: str, timeout: float = 5.0) -> bool:
