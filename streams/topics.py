@@ -299,15 +299,20 @@ def worker_topics(settings: Settings, *, timeout_s: float = 10.0) -> TopicsRepor
 
 
 async def found_topics(
-    settings: Settings, specs: Iterable[TopicSpec] | None = None, *, timeout_s: float = 10.0
+    settings: Settings,
+    specs: Iterable[TopicSpec] | None = None,
+    *,
+    timeout_s: float = 10.0,
+    quiet: bool = True,
 ) -> TopicsReport | None:
     """What :func:`ensure_topics` reports when every topic of ``specs`` (default:
     :func:`topic_specs`) exists already, asked with aiokafka's admin client; None if one is
     missing, or the broker cannot be asked or does not say everything (within ``timeout_s``).
     It only reads: the topics are listed (a request for all of them, which never creates one,
     as a request for named topics may on a broker that creates topics on demand) and their
-    ``max.message.bytes`` described. aiokafka's log stays quiet meanwhile: a failure here is
-    not an error, as ``ensure_topics`` then tries again."""
+    ``max.message.bytes`` described. With ``quiet``, aiokafka's log is silenced meanwhile (a
+    failure here is not an error, as ``ensure_topics`` then tries again): only while nothing
+    else in the process uses aiokafka, as when a worker starts."""
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
@@ -316,7 +321,7 @@ async def found_topics(
     admin = AIOKafkaAdminClient(
         **kafka_client_config(settings), request_timeout_ms=int(timeout_s * 1000)
     )
-    with _quiet("aiokafka"):
+    with _quiet("aiokafka") if quiet else contextlib.nullcontext():
         try:
             async with asyncio.timeout(timeout_s):
                 await admin.start()

@@ -439,6 +439,10 @@ def test_limits_read_again_apply_to_the_folds_made_from_then_on(
     def refused(settings: Any) -> Any:
         raise TopicsError("cannot reach Kafka")
 
+    async def unanswered(settings: Any, **options: Any) -> None:
+        return None  # aiokafka's admin client could not tell: ensure_topics is asked
+
+    monkeypatch.setattr(worker_module, "found_topics", unanswered)
     monkeypatch.setattr(worker_module, "ensure_topics", refused)
     asyncio.run(worker._read_limits())
     assert worker.kept_room == 1_000_000
@@ -450,6 +454,19 @@ def test_limits_read_again_apply_to_the_folds_made_from_then_on(
     assert worker.folder(MemoryState()).max_kept_bytes == 300_000 - RECORD_OVERHEAD
     assert worker._batch_limits == {"app-heads-changelog": 300_000, "trackerflow.signals": 100_000}
     assert "a changelog record may now hold 234464 bytes" in caplog.text
+
+    asked: list[dict[str, Any]] = []
+
+    async def answered(settings: Any, **options: Any) -> Any:
+        asked.append(options)
+        return SimpleNamespace(limits={"app-heads-changelog": 500_000})
+
+    # aiokafka's answer is taken as it is (kafka-python not asked), its log left as it is
+    monkeypatch.setattr(worker_module, "found_topics", answered)
+    monkeypatch.setattr(worker_module, "ensure_topics", refused)
+    asyncio.run(worker._read_limits())
+    assert asked == [{"quiet": False}]
+    assert worker.kept_room == 500_000 - RECORD_OVERHEAD
 
 
 def test_a_limit_raised_while_the_worker_runs_reaches_the_partitions_it_owns(
@@ -484,7 +501,11 @@ def test_a_limit_raised_while_the_worker_runs_reaches_the_partitions_it_owns(
     assert orjson.loads(state.heads.encode(state.heads["c1"]))["state"] is None
 
     raised = {"app-heads-changelog": 1_000_000, "app-history-changelog": 1_000_000}
-    monkeypatch.setattr(worker_module, "ensure_topics", lambda s: SimpleNamespace(limits=raised))
+
+    async def found(settings: Any, **options: Any) -> Any:
+        return SimpleNamespace(limits=raised)
+
+    monkeypatch.setattr(worker_module, "found_topics", found)
     asyncio.run(worker._read_limits())  # as every LIMITS_S
     assert worker.kept_room == 1_000_000 - RECORD_OVERHEAD
     assert f"the topics' limits changed: a changelog record may now hold {worker.kept_room} " \
