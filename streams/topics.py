@@ -93,6 +93,16 @@ class TopicsReport:
     # each topic's max.message.bytes as the broker has it (the largest record batch it takes);
     # empty if the broker would not say
     limits: Mapping[str, int] = field(default_factory=dict)
+    # the Kafka client that asked: "kafka-python" (ensure_topics) or "aiokafka" (found_topics)
+    client: str = field(default="kafka-python", compare=False)
+
+    def summary(self) -> str:
+        """The report in a line, for a log."""
+        made = f" ({', '.join(self.created)})" if self.created else ""
+        return (
+            f"{len(self.existing)} existing, {len(self.created)} created{made}; "
+            f"asked with {self.client}"
+        )
 
 
 TABLES = ("heads", "history")
@@ -347,7 +357,10 @@ async def found_topics(
     if set(limits) != set(names):
         return None
     return TopicsReport(
-        existing=tuple(names), warnings=_fewer_partitions(wanted, found), limits=limits
+        existing=tuple(names),
+        warnings=_fewer_partitions(wanted, found),
+        limits=limits,
+        client="aiokafka",
     )
 
 

@@ -100,7 +100,11 @@ def worker(domain: Path | None, loglevel: str, **overrides: Any) -> None:
     )
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.root.level))
     quiet_repeats()  # a broker away makes aiokafka log every retry of every connection
-    logging.getLogger("trackerflow.worker").info(
+    log = logging.getLogger("trackerflow.worker")
+    log.info("topics: %s", topics.summary())
+    for warning in topics.warnings:
+        log.warning("%s", warning)
+    log.info(
         "memory: freed memory kept for reuse up to %d MiB, object arenas kept faulted in: "
         "%d MiB (0: off; TRACKERFLOW_HEAP_KEEP_MIB, TRACKERFLOW_HEAP_PREFAULT_MIB)",
         *heap,

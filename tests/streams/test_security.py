@@ -263,7 +263,7 @@ def test_a_worker_folds_over_sasl_ssl_with_scram_exactly_like_offline(
     log = tmp_path / "worker.log"
     with log.open("wb") as errors:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker"],
+            [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "info"],
             env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=errors,
             start_new_session=True,
         )  # fmt: skip
@@ -287,6 +287,8 @@ def test_a_worker_folds_over_sasl_ssl_with_scram_exactly_like_offline(
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(timeout=60)
     assert worker.returncode == 0, log.read_text()[-2000:]
+    # publish made the topics: the worker found them with aiokafka, over SASL_SSL and SCRAM
+    assert "topics: 6 existing, 0 created; asked with aiokafka" in log.read_text()
 
 
 def wait_for_folds(port: int, total: int, worker: subprocess.Popen[bytes]) -> dict[str, Any]:
@@ -332,8 +334,8 @@ def test_bad_credentials_fail_with_a_clear_error(
     assert "check the SASL user name and password" in tailed.stderr
     # a worker asks with aiokafka first (see streams.topics.worker_topics), then says why
     worked = trackerflow("worker", env=env)
-    assert worked.returncode == 1 and "Traceback" not in worked.stderr
-    assert "check the SASL user name and password" in worked.stderr
+    assert worked.returncode == 1 and "Traceback" not in worked.stderr, worked.stderr
+    assert "check the SASL user name and password" in worked.stderr, worked.stderr
 
 
 def test_a_listener_requiring_a_client_certificate_refuses_a_client_without_one(

@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -209,7 +211,12 @@ def test_a_starting_worker_reads_existing_topics_without_kafka_python(
     assert made.created == tuple(names[1:]) and made.existing == (topics.events,)
     found = asyncio.run(found_topics(settings))
     assert found is not None
-    assert found == ensure_topics(settings)  # the same report: all existing, the warning, limits
+    again = ensure_topics(settings)
+    assert found == again  # the same report: all existing, the warning, limits
+    assert (found.client, again.client, made.client) == ("aiokafka", "kafka-python", "kafka-python")
+    assert found.summary() == "6 existing, 0 created; asked with aiokafka"
+    made_names = ", ".join(names[1:])
+    assert made.summary() == f"1 existing, 5 created ({made_names}); asked with kafka-python"
     (warning,) = found.warnings
     assert f"topic {topics.events!r} has 2 partitions, fewer than the 5 configured" in warning
     assert found.limits[topics.signals] == 200_000 + RECORD_OVERHEAD
@@ -232,6 +239,45 @@ print(report.existing == {tuple(names)!r}, "kafka" in sys.modules)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["True", "False"]  # found, and kafka-python never loaded
     assert done.stderr == ""
+
+
+@pytest.mark.broker
+def test_a_worker_says_what_it_found_and_warns_of_too_few_partitions(
+    kafka_bootstrap: str, admin: KafkaAdminClient, prefix: str, tmp_path: Path
+) -> None:
+    topics = small_events_topic(admin, prefix)
+    env = {
+        **os.environ,
+        "TRACKERFLOW_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "TRACKERFLOW_TOPIC_PREFIX": prefix,
+        "TRACKERFLOW_APP_ID": prefix,
+        "TRACKERFLOW_EVENTS_PARTITIONS": "5",
+        "TRACKERFLOW_WEB_HOST": "127.0.0.1",
+        "TRACKERFLOW_WEB_PORT": str(broker.free_port()),
+        "TRACKERFLOW_STORE": "memory",
+    }
+    logs = []
+    for run in ("first", "again"):  # the first start makes the topics, the second finds them
+        log = tmp_path / f"worker-{run}.log"
+        with log.open("wb") as out:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "info"],
+                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while "memory: " not in log.read_text() and time.monotonic() < deadline:
+                assert worker.poll() is None, log.read_text()
+                time.sleep(0.1)
+        finally:
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(timeout=60)
+        logs.append(log.read_text())
+    first, again = logs
+    assert "topics: 1 existing, 5 created (" in first and "asked with kafka-python" in first
+    assert "topics: 6 existing, 0 created; asked with aiokafka" in again
+    for text in logs:
+        assert f"WARNING trackerflow.worker: topic {topics.events!r} has 2 partitions" in text
 
 
 def test_a_broker_that_cannot_be_asked_is_left_to_ensure_topics(
