@@ -89,7 +89,12 @@ class FetchedBytes:
 
 class BatchRecords:
     """A partition's fetched records, handed out one by one (``aiokafka``'s
-    ``PartitionRecords`` interface: iteration and ``next_fetch_offset``)."""
+    ``PartitionRecords`` interface: iteration and ``next_fetch_offset``).
+
+    The batch-level decisions (aborted transactions, control batches, compressed batches read
+    by aiokafka, a corrupt batch) are made here when the fetch arrives; the records are then
+    handed out by the compiled ``Handout``, which moves the position record by record as
+    aiokafka's generator does (the fetcher asks for every record)."""
 
     def __init__(
         self,
@@ -99,48 +104,55 @@ class BatchRecords:
         aborted_transactions: list[tuple[int, int]] | None,
         fetch_offset: int,
         isolation_level: int,
+        handout: Callable[..., Any],
     ) -> None:
         self.tp = tp
-        self.next_fetch_offset = fetch_offset
         self._data = data
         self._aborted = sorted(aborted_transactions or [], key=lambda pair: pair[1])
         self._aborted_producers: set[int] = set()
         self._read_committed = isolation_level == READ_COMMITTED
-        self._records: Iterator[Fetched] = self._unpack(batches)
+        items, error = self._kept(batches)
+        self._records: Iterator[Fetched] = handout(items, fetch_offset, error)
+
+    @property
+    def next_fetch_offset(self) -> int:
+        position: int = self._records.position  # type: ignore[attr-defined]
+        return position
 
     def __iter__(self) -> Iterator[Fetched]:
-        # the records themselves: a ``for`` loop (the fetcher's ``getall``) resumes the
-        # generator directly, with no call of ``__next__`` per record
+        # the compiled handout itself: a ``for`` loop (the fetcher's ``getall``) calls it
+        # directly, with no Python call per record
         return self._records
 
     def __next__(self) -> Fetched:
         return next(self._records)
 
-    def _unpack(self, batches: list[tuple[Any, ...]]) -> Iterator[Fetched]:
+    def _kept(self, batches: list[tuple[Any, ...]]) -> tuple[list[Any], Exception | None]:
+        """What the handout gets (see ``events._native.Handout``): each kept batch's records
+        and the position past it, the position past each skipped batch; and the error to raise
+        at the first batch that cannot be read (nothing after it is handed out)."""
+        items: list[Any] = []
         for batch in batches:
             base, next_offset, producer, transactional, control, abort, problem, records = batch[:8]
             if problem is not None:
-                raise CorruptRecordException(f"{problem} - {self.tp}")
+                return items, CorruptRecordException(f"{problem} - {self.tp}")
             if self._read_committed and producer is not None:
                 self._aborted_up_to(base)
                 if control and abort:
                     self._aborted_producers.discard(producer)
                 if transactional and producer in self._aborted_producers:
-                    self.next_fetch_offset = next_offset
+                    items.append(next_offset)
                     continue
-            if control:
-                self.next_fetch_offset = next_offset
-                continue
-            if records is None:  # compressed: aiokafka reads it
-                records = self._read_with_aiokafka(batch[8], batch[9])
-            for record in records:
-                # a compressed batch can start before the fetch offset: skip what was read
-                if record.offset < self.next_fetch_offset:
-                    continue
-                self.next_fetch_offset = record.offset + 1
-                yield record
+            if not control:
+                if records is None:  # compressed: aiokafka reads it
+                    try:
+                        records = self._read_with_aiokafka(batch[8], batch[9])
+                    except Exception as error:  # raised where aiokafka would: on reaching it
+                        return items, error
+                items.append(records)
             # the batch's last offset survives compaction of its last records
-            self.next_fetch_offset = next_offset
+            items.append(next_offset)
+        return items, None
 
     def _aborted_up_to(self, offset: int) -> None:
         """Producers whose aborted transaction started at or before ``offset``."""
@@ -169,7 +181,11 @@ class BatchRecords:
 
 
 def partition_records(reader: Any) -> Callable[..., Any]:
-    """The fetcher's ``PartitionRecords`` factory, reading batches with ``reader``."""
+    """The fetcher's ``PartitionRecords`` factory, reading batches with ``reader`` (one of
+    :func:`batch_reader`: its build has the ``Handout`` too)."""
+    handout = compiled("Handout")
+    if handout is None:
+        raise RuntimeError("events._native has no Handout: build it again with `make setup`")
     aiokafka_records = getattr(fetcher.PartitionRecords, "aiokafka", fetcher.PartitionRecords)
 
     def make(
@@ -197,16 +213,21 @@ def partition_records(reader: Any) -> Callable[..., Any]:
                 check_crcs,
                 isolation_level,
             )
-        return BatchRecords(tp, batches, data, aborted_transactions, fetch_offset, isolation_level)
+        return BatchRecords(
+            tp, batches, data, aborted_transactions, fetch_offset, isolation_level, handout
+        )
 
     make.aiokafka = aiokafka_records  # type: ignore[attr-defined]
     return make
 
 
 def batch_reader() -> Any | None:
-    """The compiled batch reader, or None if the package was built without it."""
+    """The compiled batch reader, or None if the package was built without it (or without
+    its ``Handout``)."""
     reader = compiled("BatchReader")
-    return None if reader is None else reader(Fetched)
+    if reader is None or compiled("Handout") is None:
+        return None
+    return reader(Fetched)
 
 
 # what the fetcher passes to ``PartitionRecords`` (aiokafka 0.14, which this was written for)

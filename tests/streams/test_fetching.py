@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import struct
 from typing import Any
 
@@ -224,6 +225,37 @@ def test_records_are_consumer_records_with_aiokafkas_field_names() -> None:
     assert only == fetching.Fetched(
         TP.topic, TP.partition, 9, 5, 0, None, b"x", None, -1, 1, (("h", None),)
     )
+
+
+def test_records_share_what_is_equal_and_stay_out_of_the_collector() -> None:
+    """A record costs its objects to make and to free: equal sizes are one int, consecutive
+    equal timestamps of a batch are one int, and no record is tracked by the collector."""
+    size = 5_000  # larger than Python's own shared ints
+    rows = [
+        {"delta": i, "timestamp": stamp, "key": b"k", "value": bytes([i]) * size, "headers": []}
+        for i, stamp in enumerate([1_700_000_000_001] * 3 + [1_700_000_000_002])
+    ]
+    first, second, third, fourth = fetching.partition_records(READER)(
+        TP,
+        fetching.FetchedBytes(build(0, rows[:2]) + build(2, rows[2:])),
+        None,
+        0,
+        None,
+        None,
+        True,
+        1,
+    )
+    assert [r.serialized_value_size for r in (first, second, third, fourth)] == [size] * 4
+    assert first.serialized_value_size is fourth.serialized_value_size
+    assert first.timestamp is second.timestamp  # one batch, one time
+    assert third.timestamp == first.timestamp and third.timestamp is not first.timestamp
+    assert fourth.timestamp == 1_700_000_000_002
+    assert not any(gc.is_tracked(r) for r in (first, second, third, fourth))
+    large = [{"delta": 0, "timestamp": 1, "key": None, "value": b"v" * 20_000, "headers": []}]
+    (only,) = fetching.partition_records(READER)(
+        TP, fetching.FetchedBytes(build(0, large)), None, 0, None, None, True, 1
+    )
+    assert (only.serialized_key_size, only.serialized_value_size) == (-1, 20_000)
 
 
 def test_older_formats_and_deserializers_are_left_to_aiokafka() -> None:

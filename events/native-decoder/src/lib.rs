@@ -1069,6 +1069,7 @@ impl Decoder {
 fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<Decoder>()?;
     module.add_class::<records::BatchReader>()?;
+    module.add_class::<records::Handout>()?;
     module.add_class::<batches::BatchWriter>()?;
     module.add_function(wrap_pyfunction!(arenas::prefault_arenas, module)?)
 }

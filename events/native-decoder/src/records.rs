@@ -17,6 +17,9 @@
 //! * One deliberate difference: a header name that is not UTF-8 (Kafka does not check them)
 //!   is decoded with U+FFFD for its bad bytes, where aiokafka's reader raises and stops the
 //!   consumer.
+//! * `Handout` hands a partition's records out one by one and keeps the consumer's position as
+//!   it goes, by the rules of aiokafka's `PartitionRecords` (see its doc); Python decides
+//!   which batches it holds.
 
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -116,11 +119,22 @@ impl Header {
     }
 }
 
+/// Sizes up to this many bytes are shared int objects (`BatchReader::size`).
+const SHARED_SIZES: usize = 1 << 14;
+
 /// Reads fetched record batches into records of one named-tuple type.
+///
+/// A record is a handful of objects, made and freed for every record the worker reads: those
+/// it can share, it shares. Equal sizes are one int object (as Python's small ints are), so
+/// are equal timestamps of consecutive records of a batch, and a record (a tuple of immutable
+/// values) is not tracked by the garbage collector, which could find no cycle through it (the
+/// collector would untrack it at its first look).
 #[pyclass(module = "events._native")]
 pub struct BatchReader {
     record: Py<PyType>,
     no_headers: Py<PyTuple>,
+    /// `sizes[n]`: the int `n`, once made.
+    sizes: Vec<Option<Py<PyAny>>>,
 }
 
 /// One record's parts, borrowed from the batch.
@@ -178,19 +192,34 @@ fn optional_bytes(py: Python<'_>, bytes: Option<&[u8]>) -> Py<PyAny> {
     }
 }
 
-fn size(bytes: Option<&[u8]>) -> i64 {
-    bytes.map_or(-1, |b| b.len() as i64)
-}
-
 impl BatchReader {
+    /// The size of `bytes` (-1: None) as an int, shared when it is small enough.
+    fn size(&mut self, py: Python<'_>, bytes: Option<&[u8]>) -> PyResult<Py<PyAny>> {
+        let Some(n) = bytes.map(<[u8]>::len).filter(|&n| n < SHARED_SIZES) else {
+            let n = bytes.map_or(-1, |b| b.len() as i64);
+            return Ok(n.into_pyobject(py)?.into_any().unbind());
+        };
+        if self.sizes.is_empty() {
+            self.sizes.resize_with(SHARED_SIZES, || None);
+        }
+        if let Some(shared) = &self.sizes[n] {
+            return Ok(shared.clone_ref(py));
+        }
+        let made = n.into_pyobject(py)?.into_any().unbind();
+        self.sizes[n] = Some(made.clone_ref(py));
+        Ok(made)
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn record<'py>(
-        &self,
+        &mut self,
         py: Python<'py>,
         topic: &Bound<'py, PyAny>,
         partition: &Bound<'py, PyAny>,
         timestamp_type: &Bound<'py, PyAny>,
         parts: &Parts<'_>,
         last_headers: &mut Option<(Vec<u8>, Py<PyAny>)>,
+        last_timestamp: &mut Option<(i64, Py<PyAny>)>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let headers = if parts.headers.is_empty() {
             self.no_headers.clone_ref(py).into_any()
@@ -218,33 +247,44 @@ impl BatchReader {
             *last_headers = Some((parts.headers_raw.to_vec(), headers.clone_ref(py)));
             headers
         };
+        let timestamp = match last_timestamp {
+            Some((value, shared)) if *value == parts.timestamp => shared.clone_ref(py),
+            _ => {
+                let made = parts.timestamp.into_pyobject(py)?.into_any().unbind();
+                *last_timestamp = Some((parts.timestamp, made.clone_ref(py)));
+                made
+            }
+        };
         let fields: [Py<PyAny>; RECORD_FIELDS] = [
             topic.clone().unbind(),
             partition.clone().unbind(),
             parts.offset.into_pyobject(py)?.into_any().unbind(),
-            parts.timestamp.into_pyobject(py)?.into_any().unbind(),
+            timestamp,
             timestamp_type.clone().unbind(),
             optional_bytes(py, parts.key),
             optional_bytes(py, parts.value),
             py.None(),
-            size(parts.key).into_pyobject(py)?.into_any().unbind(),
-            size(parts.value).into_pyobject(py)?.into_any().unbind(),
+            self.size(py, parts.key)?,
+            self.size(py, parts.value)?,
             headers,
         ];
         let obj = allocate(py, &self.record, RECORD_FIELDS as isize)?;
         // SAFETY: `record` is a tuple subclass of RECORD_FIELDS fields (checked in `new`),
-        // allocated with every item NULL; each is set once with a new reference.
+        // allocated with every item NULL; each is set once with a new reference. Its items are
+        // strs, ints, bytes, None and tuples of those: no cycle can pass through it, so it
+        // leaves the collector's lists (a tuple subclass is allocated tracked).
         unsafe {
             for (i, field) in fields.into_iter().enumerate() {
                 ffi::PyTuple_SET_ITEM(obj, i as isize, field.into_ptr());
             }
+            ffi::PyObject_GC_UnTrack(obj.cast());
             Ok(Bound::from_owned_ptr(py, obj))
         }
     }
 
     /// The records of a plain batch, or the reason it cannot be read.
     fn records<'py>(
-        &self,
+        &mut self,
         py: Python<'py>,
         batch: &[u8],
         header: &Header,
@@ -259,7 +299,7 @@ impl BatchReader {
             data: batch,
             at: HEADER,
         };
-        let mut last_headers = None;
+        let (mut last_headers, mut last_timestamp) = (None, None);
         for _ in 0..header.count.max(0) {
             let Some(parts) = parse_record(&mut cursor, header) else {
                 return Ok(Err("a record is cut short or malformed"));
@@ -271,6 +311,7 @@ impl BatchReader {
                 &timestamp_type,
                 &parts,
                 &mut last_headers,
+                &mut last_timestamp,
             )?;
             list.append(record)?;
         }
@@ -311,7 +352,7 @@ fn abort_marker(batch: &[u8], header: &Header) -> Option<bool> {
 impl BatchReader {
     /// One whole v2 batch: its header fields, and its records if it is a plain one.
     fn batch<'py>(
-        &self,
+        &mut self,
         py: Python<'py>,
         batch: &[u8],
         topic: &Bound<'py, PyAny>,
@@ -374,6 +415,7 @@ impl BatchReader {
         Ok(BatchReader {
             record: record.clone().unbind(),
             no_headers: PyTuple::empty(py).unbind(),
+            sizes: Vec::new(),
         })
     }
 
@@ -385,7 +427,7 @@ impl BatchReader {
     /// batch is of an older format than v2 (read all of `data` with aiokafka). A last batch cut
     /// short (the fetch size ends inside it) is left out, as aiokafka leaves it.
     fn read<'py>(
-        &self,
+        &mut self,
         py: Python<'py>,
         data: &Bound<'py, PyBytes>,
         topic: &Bound<'py, PyAny>,
@@ -429,5 +471,88 @@ impl BatchReader {
             at = end;
         }
         Ok(Some(batches))
+    }
+}
+
+/// A partition's fetched records handed out one by one, with the position after each (the
+/// per-record part of aiokafka's `PartitionRecords`, compiled: the fetcher asks for every
+/// record).
+///
+/// `items` is what Python kept of the fetch, in order: a list of records (a batch's, each a
+/// tuple with the offset third) or an int (the position to move to: past a batch, or past one
+/// that is skipped). A record before the position is skipped (a batch can start before the
+/// fetch offset); handing one out moves the position just past it. An int moves the position
+/// only when the next record is asked for, as aiokafka moves past a batch only then. `error`
+/// (an exception) is raised once everything before it is handed out, then the handout ends.
+#[pyclass(module = "events._native")]
+pub struct Handout {
+    items: Py<PyList>,
+    item: usize,
+    records: Option<Py<PyList>>,
+    at: usize,
+    position: i64,
+    error: Option<Py<PyAny>>,
+}
+
+#[pymethods]
+impl Handout {
+    #[new]
+    #[pyo3(signature = (items, position, error=None))]
+    fn new(items: &Bound<'_, PyList>, position: i64, error: Option<&Bound<'_, PyAny>>) -> Self {
+        Handout {
+            items: items.clone().unbind(),
+            item: 0,
+            records: None,
+            at: 0,
+            position,
+            error: error.map(|e| e.clone().unbind()),
+        }
+    }
+
+    /// The consumer's position: the offset of the next record to read.
+    #[getter]
+    fn position(&self) -> i64 {
+        self.position
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        loop {
+            if let Some(records) = &self.records {
+                let records = records.bind(py);
+                while self.at < records.len() {
+                    let record = records.get_item(self.at)?;
+                    self.at += 1;
+                    let offset: i64 = match record.cast::<PyTuple>() {
+                        Ok(fields) => fields.get_borrowed_item(2)?.extract()?,
+                        Err(_) => record.getattr(pyo3::intern!(py, "offset"))?.extract()?,
+                    };
+                    if offset >= self.position {
+                        self.position = offset + 1;
+                        return Ok(Some(record));
+                    }
+                }
+                self.records = None;
+            }
+            let items = self.items.bind(py);
+            if self.item >= items.len() {
+                return match self.error.take() {
+                    Some(error) => Err(PyErr::from_value(error.into_bound(py))),
+                    None => Ok(None),
+                };
+            }
+            let item = items.get_item(self.item)?;
+            self.item += 1;
+            match item.cast_into::<PyList>() {
+                Ok(records) => {
+                    self.records = Some(records.unbind());
+                    self.at = 0;
+                }
+                Err(jump) => self.position = jump.into_inner().extract()?,
+            }
+        }
     }
 }
