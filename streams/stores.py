@@ -50,7 +50,9 @@ from processors.stream import encode_head
 
 log = logging.getLogger("trackerflow.stores")
 
-Records = list[tuple[bytes, bytes | None]]
+# a store's drained changes: each key (the changelog record's key, written as its UTF-8) and its
+# encoded value (None: deleted, a tombstone)
+Records = list[tuple[str, bytes | None]]
 Offsets = dict[str, int]  # table -> changelog offset
 Positions = dict[str, int]  # source topic -> next offset to read
 
@@ -134,10 +136,9 @@ class ChangeStore(Store):
         one), and forget them."""
         changed, self.changed = self.changed, {}
         encode = self.encode
-        return [
-            (key.encode(), None if value is None else encode(value))
-            for key, value in changed.items()
-        ]
+        if encode is bytes:  # the values are their changelog bytes (history): as they are
+            return list(changed.items())
+        return [(key, None if value is None else encode(value)) for key, value in changed.items()]
 
     def load(self, key: bytes, value: bytes | None) -> None:
         """Restore one changelog record (not a change); None is a tombstone (its key's earlier
@@ -303,7 +304,7 @@ class RocksStore(Store):
         for key, value in changed.items():
             encoded = None if value is None else encode(value)
             unpersisted[key] = (value, encoded)
-            records.append((key.encode(), encoded))
+            records.append((key, encoded))
         return records
 
     def write_drained(self, batch: WriteBatch) -> None:

@@ -433,8 +433,9 @@ class Outbox:
 
     ``limits``: the largest record batch a topic accepts, where that is less than the
     producer's batch size (``MAX_BATCH_BYTES``); batches to it are cut before they grow past it.
-    A record is ``(key, value)`` or ``(key, value, headers)``; every record of one ``send`` is
-    stamped with one time.
+    A record is ``(key, value)`` or ``(key, value, headers)``, its key bytes, None or a str
+    (a store's drained change, written as its UTF-8); every record of one ``send`` is stamped
+    with one time.
 
     Batches are written by trackerflow's compiled writer (``events._native.BatchWriter``: the
     bytes aiokafka's own builder writes, with one call per batch instead of one per record) and
@@ -500,8 +501,9 @@ class Outbox:
             return batch, batch.extend(records, start, limit, now)
         batch = producer.create_batch()
         taken = 0
-        for key, value, *more in itertools.islice(records, start, None):
+        for given, value, *more in itertools.islice(records, start, None):
             headers = (more[0] if more else None) or []
+            key = given.encode() if type(given) is str else given  # str: a store's drained change
             if taken and batch.size() + _estimate(key, value, headers) > limit:
                 break
             if batch.append(key=key, value=value, timestamp=now, headers=headers) is None:

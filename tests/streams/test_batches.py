@@ -118,7 +118,8 @@ class Lying:
     [
         ([b"k", b"v"], TUPLE, "list"),
         ((b"k",), TUPLE, "a tuple of 1"),
-        (("k", b"v"), "key as bytes or None", "str"),
+        ((7, b"v"), "key as str, bytes or None", "int"),
+        (("\udc80", b"v"), "a key str that UTF-8 can encode", "one with a lone surrogate"),
         ((b"k", 7), "value as bytes or None", "int"),
         ((b"k", b"v", [("h", "text")]), "a header value as bytes or None", "str"),
         ((b"k", b"v", [(b"h", b"v")]), "a header name as str", "bytes"),
@@ -133,6 +134,15 @@ def test_what_is_not_a_record_is_refused_with_its_index(row: Any, expected: str,
         ours.extend([(b"k", b"fine"), row], 0, MAX_BATCH_BYTES, NOW_MS)
     assert str(refused.value) == f"record 1: expected {expected}, got {got}"
     assert ours.record_count() == 1  # the record before it went in; nothing of it did
+
+
+@given(st.lists(st.tuples(st.text(max_size=40), key_or_value), min_size=1, max_size=20))
+def test_a_str_key_is_written_as_its_utf8(rows: list[tuple[str, bytes | None]]) -> None:
+    as_text, as_bytes = writer()(True), writer()(True)
+    encoded = [(key.encode(), value) for key, value in rows]
+    assert as_text.extend(rows, 0, MAX_BATCH_BYTES, NOW_MS) == len(rows)
+    assert as_bytes.extend(encoded, 0, MAX_BATCH_BYTES, NOW_MS) == len(rows)
+    assert as_text._build() == as_bytes._build()
 
 
 def test_a_closed_batch_takes_no_more_records() -> None:
@@ -173,7 +183,7 @@ def test_an_outbox_sends_the_same_batches_with_either_writer(
             key = f"c{i}".encode()
             outbox.add("t.small", i % 2, key, b"x" * 300, [("trackerflow.source", b"{}")])
             outbox.add("t.other", 0, key, b"y" * 2_000)
-        outbox.extend("t.changelog", 1, [(f"h{i}".encode(), b"z" * 50) for i in range(3_000)])
+        outbox.extend("t.changelog", 1, [(f"h{i}", b"z" * 50) for i in range(3_000)])  # drained
         outbox.extend("t.changelog", 1, [(b"gone", None)])
         recorder = Recorder()
         sent = asyncio.run(outbox.send(recorder))  # type: ignore[arg-type]

@@ -12,6 +12,8 @@
 //!   answers what the producer asks of one: `record_count`, `size`, `close`, `closed`,
 //!   `_set_producer_state` (the producer id, epoch and first sequence, set when the batch is
 //!   drained) and `_build` (the bytes, made once).
+//! * A record's key may also be a `str` (a store's drained changes are keyed by text): it is
+//!   written as its UTF-8, as `str.encode()` gives it.
 //! * Records go in by the list, up to a size (`extend`): one call per batch, not per record.
 //!   Like aiokafka's builder it always takes a batch's first record, however large.
 //! * What is not a record (a wrong type, a header that is not a name and a value) raises
@@ -87,6 +89,23 @@ fn sized(out: &mut Vec<u8>, item: &Bound<'_, PyAny>, index: usize, what: &str) -
     ))
 }
 
+/// A key: a `str` as its UTF-8, else as `sized` writes it.
+fn key(out: &mut Vec<u8>, item: &Bound<'_, PyAny>, index: usize) -> PyResult<()> {
+    let Ok(text) = item.cast::<PyString>() else {
+        return sized(out, item, index, "key as str,");
+    };
+    let data = text.to_str().map_err(|_| {
+        not_a_record(
+            index,
+            "a key str that UTF-8 can encode",
+            "one with a lone surrogate",
+        )
+    })?;
+    varint(out, data.len() as i64);
+    out.extend_from_slice(data.as_bytes());
+    Ok(())
+}
+
 fn not_a_record(index: usize, expected: &str, got: &str) -> PyErr {
     PyTypeError::new_err(format!("record {index}: expected {expected}, got {got}"))
 }
@@ -120,7 +139,7 @@ impl BatchWriter {
         out.push(0); // attributes: none per record
         varint(out, timestamp_delta);
         varint(out, i64::from(self.count)); // the offset delta
-        sized(out, &tuple.get_item(0)?, index, "key as")?;
+        key(out, &tuple.get_item(0)?, index)?;
         sized(out, &tuple.get_item(1)?, index, "value as")?;
         let headers = if fields == 3 {
             Some(tuple.get_item(2)?)
