@@ -251,7 +251,9 @@ class StreamFolder:
                 skipped = Outcome("skipped", Source(topic, partition, offset), conversation_id)
                 notable.append((index, skipped))
                 continue
-            latest = max(latest, event.timestamp)
+            timestamp = event.timestamp
+            if timestamp > latest:  # noqa: PLR1730 - max() is a call per record, this is not
+                latest = timestamp
             if signals:
                 source = Source(topic, partition, offset)
                 outcome = Outcome("folded", source, conversation_id, signals, None, event.timestamp)
