@@ -9,6 +9,7 @@ records and leave the consumer at the same position after each one.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import gc
 import struct
@@ -256,6 +257,18 @@ def test_records_share_what_is_equal_and_stay_out_of_the_collector() -> None:
         TP, fetching.FetchedBytes(build(0, large)), None, 0, None, None, True, 1
     )
     assert (only.serialized_key_size, only.serialized_value_size) == (-1, 20_000)
+
+
+def test_the_reader_takes_only_a_named_tuple_of_the_fields_without_an_instance_dict() -> None:
+    reader_class = type(READER)
+
+    class WithDict(fetching.Fetched):  # a subclass without ``__slots__``: its records get a dict
+        pass
+
+    for wrong in (tuple, collections.namedtuple("Three", "a b c"), WithDict):
+        with pytest.raises(ValueError, match="11-field named tuple"):
+            reader_class(wrong)
+    assert reader_class(fetching.Fetched) is not None
 
 
 def test_older_formats_and_deserializers_are_left_to_aiokafka() -> None:

@@ -399,7 +399,8 @@ impl BatchReader {
 
 #[pymethods]
 impl BatchReader {
-    /// `record` is a named tuple type with `ConsumerRecord`'s eleven fields.
+    /// `record` is a named tuple type with `ConsumerRecord`'s eleven fields (and no instance
+    /// dict, as a named tuple has none: its records are left out of the collector).
     #[new]
     fn new(record: &Bound<'_, PyType>) -> PyResult<Self> {
         let py = record.py();
@@ -407,9 +408,13 @@ impl BatchReader {
             .getattr("_fields")
             .and_then(|fields| fields.len())
             .ok();
-        if !record.is_subclass(&py.get_type::<PyTuple>())? || fields != Some(RECORD_FIELDS) {
+        let dict_offset: isize = record.getattr("__dictoffset__")?.extract()?;
+        if !record.is_subclass(&py.get_type::<PyTuple>())?
+            || fields != Some(RECORD_FIELDS)
+            || dict_offset != 0
+        {
             return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                "record must be a {RECORD_FIELDS}-field named tuple"
+                "record must be a {RECORD_FIELDS}-field named tuple (with no instance dict)"
             )));
         }
         Ok(BatchReader {
