@@ -20,7 +20,7 @@ $(BIN)/trackerflow: pyproject.toml $(NATIVE)/Cargo.toml $(NATIVE)/Cargo.lock $(w
 
 setup: $(BIN)/trackerflow ## Create .venv, install trackerflow (compiling its Rust decoder) and dev tools
 	@# bytecode for the project's modules, as pip writes it for an installed package (with
-	@# PYTHONDONTWRITEBYTECODE set, each worker start would compile them again: about 40 ms)
+	@# PYTHONDONTWRITEBYTECODE set, each worker start would compile them again: about 60 ms)
 	@$(BIN)/python -m compileall -q events processors streams bench
 
 kafka-jars: setup ## Fetch the Apache Kafka broker jars with Maven into .kafka/ (once)
