@@ -300,12 +300,18 @@ def _fewer_partitions(wanted: list[TopicSpec], found: Mapping[str, int]) -> tupl
     )
 
 
-def worker_topics(settings: Settings, *, timeout_s: float = 10.0) -> TopicsReport:
+def worker_topics(settings: Settings) -> TopicsReport:
     """:func:`ensure_topics` for a worker starting (see the module rules): the same report,
     from aiokafka when every topic exists already. Raises :class:`TopicsError`."""
     _check_reachable(settings)
-    found = asyncio.run(found_topics(settings, timeout_s=timeout_s))
-    return found if found is not None else ensure_topics(settings)
+    return asyncio.run(known_topics(settings))
+
+
+async def known_topics(settings: Settings, *, quiet: bool = True) -> TopicsReport:
+    """:func:`found_topics` (``quiet`` as there), else :func:`ensure_topics` in a thread: the
+    worker's topics as they are, made where missing. Raises :class:`TopicsError`."""
+    found = await found_topics(settings, quiet=quiet)
+    return found if found is not None else await asyncio.to_thread(ensure_topics, settings)
 
 
 async def found_topics(
@@ -378,18 +384,23 @@ def _described_limits(responses: Iterable[Any]) -> dict[str, int]:
     return limits
 
 
-@contextlib.contextmanager
-def _quiet(name: str) -> Iterator[None]:
+def _quiet(name: str) -> contextlib.AbstractContextManager[None]:
     """Nothing the logger ``name`` logs is shown while the block runs."""
-    logger = logging.getLogger(name)
-    level, propagate = logger.level, logger.propagate
-    logger.setLevel(logging.CRITICAL + 1)
+    return _kept_to_itself(logging.getLogger(name), logging.CRITICAL + 1)
+
+
+@contextlib.contextmanager
+def _kept_to_itself(logger: logging.Logger, level: int) -> Iterator[None]:
+    """``logger`` at ``level`` and not passing records on to its parents while the block runs
+    (its own handlers still get them); as it was afterwards."""
+    saved = logger.level, logger.propagate
+    logger.setLevel(level)
     logger.propagate = False
     try:
         yield
     finally:
-        logger.setLevel(level)
-        logger.propagate = propagate
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
 
 
 def _message_limits(admin: Any, names: list[str]) -> dict[str, int]:
@@ -495,17 +506,13 @@ def connection_failures(settings: Settings | None = None) -> Iterator[Connection
     sasl = settings is not None and settings.security_protocol.startswith("SASL_")
     handler = ConnectionFailures(sasl)
     logger = logging.getLogger("kafka")
-    level, propagate = logger.level, logger.propagate
-    if logger.getEffectiveLevel() > logging.WARNING:
-        logger.setLevel(logging.WARNING)
-        logger.propagate = False
-    logger.addHandler(handler)
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-        logger.propagate = propagate
+    silenced = logger.getEffectiveLevel() > logging.WARNING
+    with _kept_to_itself(logger, logging.WARNING) if silenced else contextlib.nullcontext():
+        logger.addHandler(handler)
+        try:
+            yield handler
+        finally:
+            logger.removeHandler(handler)
 
 
 def _describe(error: BaseException) -> str:

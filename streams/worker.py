@@ -94,8 +94,7 @@ from streams.topics import (
     Topics,
     TopicsError,
     changelog_topics,
-    ensure_topics,
-    found_topics,
+    known_topics,
 )
 from streams.topics import message_limits as topic_limits
 
@@ -781,12 +780,11 @@ class Worker:
 
     def limit_to(self, broker: Mapping[str, int]) -> None:
         """Take each topic's ``max.message.bytes`` as the settings make it or as the ``broker``
-        has it (from ``found_topics`` or ``ensure_topics``), whichever is smaller: the outbox
-        cuts its batches to the topics that accept less than the producer makes, and the folds
-        keep what a changelog record can hold (``kept_room``, see processors.stream's
-        max_kept_bytes), and the dead letters what the dead-letter topic can (half its limit: the
-        rest for the reason and the record's overhead; by default, as the worker creates it,
-        max_record_bytes)."""
+        has it (from ``known_topics``), whichever is smaller: the outbox cuts its batches to the
+        topics that accept less than the producer makes, and the folds keep what a changelog
+        record can hold (``kept_room``, see processors.stream's max_kept_bytes), and the dead
+        letters what the dead-letter topic can (half its limit: the rest for the reason and the
+        record's overhead; by default, as the worker creates it, max_record_bytes)."""
         limits = topic_limits(self.settings)
         for topic, limit in broker.items():
             limits[topic] = min(limit, limits.get(topic, limit))
@@ -803,11 +801,8 @@ class Worker:
         Every partition folds within them from its next batch on."""
         before = self.kept_room
         try:
-            # aiokafka's admin client in this loop (see streams.topics.worker_topics); else
-            # kafka-python's, in a thread
-            report = await found_topics(self.settings, quiet=False)
-            if report is None:
-                report = await asyncio.to_thread(ensure_topics, self.settings)
+            # aiokafka's admin client in this loop (its log as it is), else kafka-python's
+            report = await known_topics(self.settings, quiet=False)
         except TopicsError as error:
             log.warning("cannot read the topics' limits again (%s)", error)
             return

@@ -430,7 +430,7 @@ def test_limits_read_again_apply_to_the_folds_made_from_then_on(
 ) -> None:
     from types import SimpleNamespace
 
-    import streams.worker as worker_module
+    import streams.topics as topics_module
     from streams.topics import TopicsError
 
     worker = Worker(load_settings(app_id="app", max_record_bytes=1_000_000))
@@ -442,13 +442,13 @@ def test_limits_read_again_apply_to_the_folds_made_from_then_on(
     async def unanswered(settings: Any, **options: Any) -> None:
         return None  # aiokafka's admin client could not tell: ensure_topics is asked
 
-    monkeypatch.setattr(worker_module, "found_topics", unanswered)
-    monkeypatch.setattr(worker_module, "ensure_topics", refused)
+    monkeypatch.setattr(topics_module, "found_topics", unanswered)
+    monkeypatch.setattr(topics_module, "ensure_topics", refused)
     asyncio.run(worker._read_limits())
     assert worker.kept_room == 1_000_000
     assert "cannot read the topics' limits again (cannot reach Kafka)" in caplog.text
     lowered = {"app-heads-changelog": 300_000, "trackerflow.signals": 100_000}
-    monkeypatch.setattr(worker_module, "ensure_topics", lambda s: SimpleNamespace(limits=lowered))
+    monkeypatch.setattr(topics_module, "ensure_topics", lambda s: SimpleNamespace(limits=lowered))
     asyncio.run(worker._read_limits())
     assert worker.kept_room == 300_000 - RECORD_OVERHEAD
     assert worker.folder(MemoryState()).max_kept_bytes == 300_000 - RECORD_OVERHEAD
@@ -462,8 +462,8 @@ def test_limits_read_again_apply_to_the_folds_made_from_then_on(
         return SimpleNamespace(limits={"app-heads-changelog": 500_000})
 
     # aiokafka's answer is taken as it is (kafka-python not asked), its log left as it is
-    monkeypatch.setattr(worker_module, "found_topics", answered)
-    monkeypatch.setattr(worker_module, "ensure_topics", refused)
+    monkeypatch.setattr(topics_module, "found_topics", answered)
+    monkeypatch.setattr(topics_module, "ensure_topics", refused)
     asyncio.run(worker._read_limits())
     assert asked == [{"quiet": False}]
     assert worker.kept_room == 500_000 - RECORD_OVERHEAD
@@ -476,7 +476,7 @@ def test_a_limit_raised_while_the_worker_runs_reaches_the_partitions_it_owns(
 
     import orjson
 
-    import streams.worker as worker_module
+    import streams.topics as topics_module
     from streams.fetching import Fetched
 
     settings = load_settings(app_id="app", max_record_bytes=1_000_000)
@@ -505,7 +505,7 @@ def test_a_limit_raised_while_the_worker_runs_reaches_the_partitions_it_owns(
     async def found(settings: Any, **options: Any) -> Any:
         return SimpleNamespace(limits=raised)
 
-    monkeypatch.setattr(worker_module, "found_topics", found)
+    monkeypatch.setattr(topics_module, "found_topics", found)
     asyncio.run(worker._read_limits())  # as every LIMITS_S
     assert worker.kept_room == 1_000_000 - RECORD_OVERHEAD
     assert f"the topics' limits changed: a changelog record may now hold {worker.kept_room} " \
