@@ -531,10 +531,7 @@ impl Handout {
                 while self.at < records.len() {
                     let record = records.get_item(self.at)?;
                     self.at += 1;
-                    let offset: i64 = match record.cast::<PyTuple>() {
-                        Ok(fields) => fields.get_borrowed_item(2)?.extract()?,
-                        Err(_) => record.getattr(pyo3::intern!(py, "offset"))?.extract()?,
-                    };
+                    let offset: i64 = record.cast::<PyTuple>()?.get_borrowed_item(2)?.extract()?;
                     if offset >= self.position {
                         self.position = offset + 1;
                         return Ok(Some(record));
