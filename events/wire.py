@@ -36,7 +36,7 @@ from events.errors import (
     RecordTooLarge,
     show,
 )
-from events.fast import native_decoder
+from events.fast import compiled, native_decoder
 from events.model import EVENT_TYPES, Event, JSONDict
 
 DEFAULT_MAX_RECORD_BYTES: Final = 1_048_576
@@ -125,8 +125,26 @@ record: the record's value itself when the event has the value's own timestamp (
 written for it), else ``encode_kept``'s bytes, or None when ``encode_kept`` must write them."""
 
 
+_SKIM: Final[Callable[..., Any] | None] = None if _DECODE_BATCH is None else compiled("skim")
+
+
+def skim(records: Sequence[Any], *, read: bool = True) -> Any | None:
+    """Start reading ``records`` ahead for :func:`decode_ready`, in a thread of the compiled
+    decoder while this one goes on (each value's top-level JSON keys; see
+    ``events/native-decoder/src/skim.rs``); what to hand it as ``skims``. ``read=False`` reads
+    nothing (no thread) and only stands for the records, so that later ones are found in order.
+    None when the package was built without the compiled decoder. What comes out of
+    ``decode_ready`` is the same with or without it: only the time it takes differs."""
+    return None if _SKIM is None else _SKIM(records, read)
+
+
 def decode_ready(
-    records: Sequence[Any], *, max_bytes: int, control_header: str
+    records: Sequence[Any],
+    *,
+    max_bytes: int,
+    control_header: str,
+    skims: Sequence[Any] = (),
+    start: int = 0,
 ) -> list[Ready | None] | None:
     """What the compiled decoder reads of a batch of consumed records, one call for them all.
 
@@ -137,10 +155,16 @@ def decode_ready(
     max_bytes=max_bytes, conversation_id=key)`` decodes to that event with the compiled decoder;
     else None (the caller takes its own path: an error, a re-key, a control, a rare tag).
     None for the whole batch when the package was built without the compiled decoder.
+
+    ``skims``: what :func:`skim` returned for these records, in order, the first from its record
+    ``start`` on (a worker reads records ahead as they are fetched, and folds them in batches
+    of its own size); a record found there is not parsed again.
     """
     if _DECODE_BATCH is None:
         return None
-    ready: list[Ready | None] = _DECODE_BATCH(records, max_bytes, control_header)
+    ready: list[Ready | None] = _DECODE_BATCH(
+        records, max_bytes, control_header, list(skims), start
+    )
     return ready
 
 

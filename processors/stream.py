@@ -201,7 +201,13 @@ class StreamFolder:
             return Outcome("skipped", source, conversation_id)
         return Outcome("folded", source, conversation_id, signals, None, event.timestamp)
 
-    def process_batch(self, topic: str, partition: int, records: Sequence[Received]) -> Batch:
+    def process_batch(
+        self,
+        topic: str,
+        partition: int,
+        records: Sequence[Received],
+        ahead: tuple[Sequence[Any], int] = ((), 0),
+    ) -> Batch:
         """Fold a batch of one partition's consecutive records, as ``process`` would one by one,
         without an outcome for each record that is simply folded (most of them).
 
@@ -212,14 +218,16 @@ class StreamFolder:
 
         The compiled decoder reads the batch first, all its records in one call
         (``events.wire.decode_ready``: the event and its history record); a record it does not
-        take goes through ``_step`` as in ``process``, which judges it.
+        take goes through ``_step`` as in ``process``, which judges it. ``ahead``: the records
+        as ``events.wire.skim`` started reading them ahead, and the index of the first of
+        ``records`` in the first of them (``decode_ready``'s ``skims`` and ``start``).
         """
         notable: list[tuple[int, Outcome]] = []
         failures: list[tuple[int, Exception]] = []
         folded, latest = 0, 0.0
         step_of, fold = self._step, self._fold
         partition_key = _partition_key(topic, partition)
-        ready = self._ready(records)
+        ready = self._ready(records, ahead)
         for index, record in enumerate(records):
             offset = record.offset
             try:
@@ -262,12 +270,19 @@ class StreamFolder:
                 folded += 1
         return Batch(folded, notable, latest, failures)
 
-    def _ready(self, records: Sequence[Received]) -> list[Ready | None] | None:
+    def _ready(
+        self, records: Sequence[Received], ahead: tuple[Sequence[Any], int] = ((), 0)
+    ) -> list[Ready | None] | None:
         """The records the compiled decoder reads, decoded for the whole batch at once (see
         ``events.wire.decode_ready``); None: every record takes ``_step``."""
+        skims, start = ahead
         try:
             return decode_ready(
-                records, max_bytes=self.max_record_bytes, control_header=CONTROL_HEADER
+                records,
+                max_bytes=self.max_record_bytes,
+                control_header=CONTROL_HEADER,
+                skims=skims,
+                start=start,
             )
         except Exception:  # record by record, such a failure is reported there (if it recurs)
             return None

@@ -72,7 +72,7 @@ from aiokafka.partitioner import murmur2
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from events.fast import compiled
-from events.wire import dumps, encode_record
+from events.wire import dumps, encode_record, skim
 from processors.domain import Domain
 from processors.reminders import REMINDER_TRIGGERED, listing
 from processors.stream import Head, Outcome, StreamFolder
@@ -100,6 +100,9 @@ from streams.topics import message_limits as topic_limits
 
 log = logging.getLogger("trackerflow.worker")
 
+# fetched records of a topic partition read ahead when at least this many come at once (see
+# ``Partition.put``; fewer are not worth starting a thread for)
+READ_AHEAD_MIN = 64
 MAX_BATCH_BYTES = 1024 * 1024  # producer batches; changelog topics accept 1 MiB records
 # a produce request carries up to this much (the broker takes 100 MiB: socket.request.max.bytes)
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
@@ -315,6 +318,9 @@ class Partition:
     # fetched records waiting for the partition's next transaction, in order per topic partition
     pending: dict[TopicPartition, list[Any]] = field(default_factory=dict)
     waiting: int = 0
+    # the waiting records as read ahead (``events.wire.skim``), in order per topic partition:
+    # [what skim returned for one put, how many of its records were taken]
+    ahead: dict[TopicPartition, deque[list[Any]]] = field(default_factory=dict)
     # the next offset to hand on per topic partition: a fetch started before the worker's seek
     # repeats records (the heads' offsets would skip them; this drops them before decoding)
     next_offset: dict[TopicPartition, int] = field(default_factory=dict)
@@ -407,17 +413,21 @@ class Partition:
             self._read_up_to(messages[-1].offset + 1)
         self.pending.setdefault(tp, []).extend(messages)
         self.waiting += len(messages)
+        # read them ahead while they wait, on another core (a thread each time: not for a few)
+        skimmed = skim(messages, read=len(messages) >= READ_AHEAD_MIN)
+        if skimmed is not None:
+            self.ahead.setdefault(tp, deque()).append([skimmed, 0])
         self.shard.wakeup.set()
 
-    def take(self, limit: int) -> list[tuple[TopicPartition, list[Any]]]:
+    def take(self, limit: int) -> list[Taken]:
         """Up to ``limit`` waiting records (whole topic partitions first, in order)."""
-        taken: list[tuple[TopicPartition, list[Any]]] = []
+        taken: list[Taken] = []
         for tp in list(self.pending):
             if limit <= 0:
                 break
             messages = self.pending[tp]
             head, rest = messages[:limit], messages[limit:]
-            taken.append((tp, head))
+            taken.append(Taken(tp, head, self._take_ahead(tp, len(head))))
             limit -= len(head)
             self.waiting -= len(head)
             if rest:
@@ -425,6 +435,32 @@ class Partition:
             else:
                 del self.pending[tp]
         return taken
+
+    def _take_ahead(self, tp: TopicPartition, count: int) -> tuple[list[Any], int]:
+        """What was read ahead of ``tp``'s next ``count`` waiting records, and the index of the
+        first of them in the first (``StreamFolder.process_batch``'s ``ahead``)."""
+        queue = self.ahead.get(tp)
+        if not queue:
+            return [], 0
+        skims, start = [], queue[0][1]
+        while count > 0 and queue:
+            entry = queue[0]
+            skims.append(entry[0])
+            used = min(count, len(entry[0]) - entry[1])
+            entry[1] += used
+            count -= used
+            if entry[1] == len(entry[0]):
+                queue.popleft()
+        return skims, start
+
+
+class Taken(NamedTuple):
+    """Records a partition hands to its next transaction: one topic partition's, in order, and
+    what was read ahead of them (see ``Partition.put``)."""
+
+    tp: TopicPartition
+    messages: list[Any]
+    ahead: tuple[list[Any], int]
 
 
 class Outbox:
@@ -981,9 +1017,7 @@ class Worker:
             heapq.heappush(owned.due, entry)
         owned.held = bool(owned.due) and owned.due[0][0] <= now
 
-    async def _transact(
-        self, shard: Shard, work: list[tuple[Partition, list[tuple[TopicPartition, list[Any]]]]]
-    ) -> None:
+    async def _transact(self, shard: Shard, work: list[tuple[Partition, list[Taken]]]) -> None:
         """Fold each partition's taken records, fire its due reminders, and commit all of it in
         one transaction of the shard's producer (with each partition's changed state and new
         read positions)."""
@@ -1039,7 +1073,7 @@ class Worker:
     async def _fold_partition(
         self,
         owned: Partition,
-        parts: list[tuple[TopicPartition, list[Any]]],
+        parts: list[Taken],
         outbox: Outbox,
         counts: Counter[str],
     ) -> Positions | None:
@@ -1050,8 +1084,8 @@ class Worker:
         if owned.folder.max_kept_bytes != self.kept_room:  # the limits were read again
             owned.use_room(self.kept_room)
         folder = owned.folder
-        for tp, messages in parts:
-            batch = folder.process_batch(tp.topic, tp.partition, messages)
+        for tp, messages, ahead in parts:
+            batch = folder.process_batch(tp.topic, tp.partition, messages, ahead)
             counts["folded"] += batch.folded
             owned.event_time = max(owned.event_time, batch.event_time)
             for index, error in batch.failures:

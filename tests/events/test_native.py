@@ -514,15 +514,24 @@ def ready(records: list[Consumed], max_bytes: int = wire.DEFAULT_MAX_RECORD_BYTE
             assert repr(wire.decode_event(kept)) == repr(event)
         else:
             assert kept is None or kept == wire.encode_kept_python(event)
+    # read ahead (as a worker does while records wait), in two parts, the first starting with
+    # records an earlier batch took: the same answer, and the taken records came from there
+    earlier = [Consumed(b"c0", GOOD, 0), Consumed(b"c0", GOOD, 1)]
+    cut = len(records) // 2
+    skims = [wire.skim(earlier + records[:cut]), wire.skim(records[cut:])]
+    ahead = wire.decode_ready(
+        records, max_bytes=max_bytes, control_header=CONTROL, skims=skims, start=len(earlier)
+    )
+    assert repr(ahead) == repr(got)
+    assert all(a is b for a, b in zip(ahead, got, strict=True) if a is None)
+    taken = sum(item is not None for item in got)
+    assert taken <= sum(s.used for s in skims) <= len(records)
     return got
 
 
 def test_a_batch_decodes_as_each_of_its_records_does() -> None:
     lines = SAMPLE.read_bytes().splitlines()
-    records = [
-        Consumed(orjson.loads(line)["sender_id"].encode(), line, 1_700_000_000_000 + i)
-        for i, line in enumerate(lines)
-    ]
+    records = sample_records()
     got = ready(records)
     for line, item in zip(lines, got, strict=True):
         assert (item is not None) == (orjson.loads(line)["event"] in NATIVE_TAGS), line
@@ -576,10 +585,59 @@ def test_a_missing_timestamp_is_the_record_time_and_headers_may_be_empty() -> No
     assert item[1].timestamp == 5.0
 
 
+def sample_records() -> list[Consumed]:
+    return [
+        Consumed(orjson.loads(line)["sender_id"].encode(), line, 1_700_000_000_000 + i)
+        for i, line in enumerate(SAMPLE.read_bytes().splitlines())
+    ]
+
+
+def test_records_read_ahead_are_taken_from_there_only_for_the_very_values_read() -> None:
+    records = sample_records()
+    plain = wire.decode_ready(records, max_bytes=1 << 20, control_header=CONTROL)
+
+    def decode(skims: list[Any], start: int = 0) -> list[Any] | None:
+        return wire.decode_ready(
+            records, max_bytes=1 << 20, control_header=CONTROL, skims=skims, start=start
+        )
+
+    skims = [wire.skim(records[:7]), wire.skim(records[7:])]
+    assert repr(decode(skims)) == repr(plain)
+    assert [s.used for s in skims] == [7, len(records) - 7]  # every record is a Rasa event
+    # equal bytes in other objects, or the right objects out of place: parsed as before
+    copies = [r._replace(value=bytes(bytearray(r.value))) for r in records]
+    elsewhere = [wire.skim(copies)]
+    assert repr(decode(elsewhere)) == repr(plain) and elsewhere[0].used == 0
+    shifted = [wire.skim(records)]
+    assert repr(decode(shifted, start=1)) == repr(plain) and shifted[0].used == 0
+    # one that read nothing only keeps the place of its records
+    kept = [wire.skim(records[:5], read=False), wire.skim(records[5:])]
+    assert repr(decode(kept)) == repr(plain)
+    assert [len(s) for s in kept] == [5, len(records) - 5]
+    assert [s.used for s in kept] == [0, len(records) - 5]
+    # a value that is not bytes, or no value at all, is left to the decoder
+    odd = wire.skim([Consumed(b"c1", None, 0), Consumed(b"c1", bytearray(GOOD), 0), object()])
+    assert len(odd) == 3 and odd.used == 0
+
+
+def test_a_read_ahead_may_be_dropped_while_its_thread_reads() -> None:
+    records = sample_records() * 200
+    for _ in range(20):
+        skimmed = wire.skim(records)  # its thread reads the values it keeps alive ...
+        del skimmed  # ... and it waits for the thread before it lets them go
+    last = wire.skim(records)
+    assert repr(
+        wire.decode_ready(records, max_bytes=1 << 20, control_header=CONTROL, skims=[last])
+    ) == repr(wire.decode_ready(records, max_bytes=1 << 20, control_header=CONTROL))
+    assert last.used == len(records)
+
+
 def test_without_the_compiled_decoder_no_batch_is_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(wire, "_DECODE_BATCH", None)
+    monkeypatch.setattr(wire, "_SKIM", None)
     records = [Consumed(b"c1", GOOD, 5000)]
     assert wire.decode_ready(records, max_bytes=1000, control_header=CONTROL) is None
+    assert wire.skim(records) is None
 
 
 KEY_BYTES = st.sampled_from([None, b"", b"\xff", b"c"]) | sender_ids().map(str.encode)

@@ -16,9 +16,23 @@ from processors.stream import StreamFolder
 from streams.settings import load_settings
 from streams.stores import MemoryState
 from streams.topics import RECORD_OVERHEAD
-from streams.worker import HELD_RECHECK_S, OwnerAssignor, Partition, Shard, Worker, partition_for
+from streams.worker import (
+    HELD_RECHECK_S,
+    READ_AHEAD_MIN,
+    OwnerAssignor,
+    Partition,
+    Shard,
+    Taken,
+    Worker,
+    partition_for,
+)
 
 Message = namedtuple("Message", "offset")
+
+
+def handed(tp: TopicPartition, records: list[Any]) -> Taken:
+    """Records handed to a transaction, none of them read ahead."""
+    return Taken(tp, records, ([], 0))
 
 
 class Cluster:
@@ -147,10 +161,40 @@ def test_a_partition_hands_on_records_in_order_and_drops_repeats() -> None:
     part.put(tp, [Message(4), Message(5), Message(7)])  # a gap: transaction markers
     part.put(tp, [Message(8)])
     taken = part.take(2)
-    assert [(t, [m.offset for m in ms]) for t, ms in taken] == [(tp, [5, 7])]
+    assert [(t, [m.offset for m in ms]) for t, ms, _ in taken] == [(tp, [5, 7])]
     assert part.waiting == 1
-    assert [[m.offset for m in ms] for _, ms in part.take(10)] == [[8]]
+    assert [[m.offset for m in ms] for _, ms, _ in part.take(10)] == [[8]]
     assert part.take(10) == [] and part.waiting == 0
+
+
+def test_records_read_ahead_go_to_the_fold_with_their_records() -> None:
+    import orjson
+
+    from streams.fetching import Fetched
+
+    part = partition()
+    tp = TopicPartition("t.events", 0)
+    records = []
+    for offset in range(300):
+        key = f"c{offset % 7}".encode()
+        value = orjson.dumps({"sender_id": key.decode(), "event": "action", "name": "a"})
+        records.append(Fetched("t.events", 0, offset, 1_700_000_000_000, 0, key, value, None,
+                               len(key), len(value), ()))  # fmt: skip
+    few = READ_AHEAD_MIN - 1
+    part.put(tp, records[:100])
+    part.put(tp, records[100 : 100 + few])  # too few to read ahead: only their place is kept
+    part.put(tp, records[100 + few :])
+    [(_, first, (skims, start))] = part.take(150)
+    assert first == records[:150] and start == 0 and [len(s) for s in skims] == [100, few]
+    [(_, rest, (more, start))] = part.take(1000)
+    assert rest == records[150:] and more[0] is skims[1] and start == 50
+    assert [len(s) for s in more] == [few, 200 - few]
+    assert part.take(10) == [] and not part.ahead[tp]
+    for messages, ahead in ((first, (skims, 0)), (rest, (more, start))):
+        batch = part.folder.process_batch("t.events", 0, messages, ahead)
+        assert batch.folded == len(messages) and not batch.notable
+    # every record was taken from what was read ahead, but those too few to read
+    assert [s.used for s in (*skims, more[1])] == [100, 0, 200 - few]
 
 
 def test_only_the_workers_own_unread_records_let_reminders_of_other_conversations_fire() -> None:
@@ -266,7 +310,7 @@ def test_records_and_reminders_are_counted_once_their_transaction_commits() -> N
         if fresh:  # a rolled-back shard is taken again: its state as committed
             state = MemoryState()
             shard.parts[0] = Partition(0, state, worker.folder(state), shard)
-        work = [(shard.parts[0], [(tp, records)] if records else [])]
+        work = [(shard.parts[0], [handed(tp, records)] if records else [])]
         asyncio.run(worker._transact(shard, work))
 
     nothing = dict.fromkeys(worker.counts, 0)
@@ -492,7 +536,7 @@ def test_a_limit_raised_while_the_worker_runs_reaches_the_partitions_it_owns(
         body = {"sender_id": "c1", "event": "slot", "name": f"s{offset}", "value": "x" * size}
         message = Fetched("t.events", 0, offset, 1_700_000_000_000, 0, b"c1",
                           orjson.dumps(body), None, 2, 10, ())  # fmt: skip
-        asyncio.run(worker._transact(shard, [(owned, [(tp, [message])])]))
+        asyncio.run(worker._transact(shard, [(owned, [handed(tp, [message])])]))
 
     fold(0, 80_000)  # more than the room: dead
     fold(1, 40_000)  # folded; its head (40 KB of slots) fits with its state
@@ -584,7 +628,7 @@ def test_a_shard_whose_transactions_keep_failing_is_retried_later_each_time_and_
 
     record = Fetched("t.events", 0, 0, 1_700_000_000_000, 0, b"c1",
                      b'{"sender_id": "c1", "event": "pause"}', None, 2, 10, ())  # fmt: skip
-    batch = [(TopicPartition("t.events", 0), [record])]
+    batch = [handed(TopicPartition("t.events", 0), [record])]
     asyncio.run(worker._transact(shard, [(shard.parts[0], batch)]))
     assert worker.transactions == 1 and worker._in_a_row[0] == 0
     worker.shards[0] = Shard(0)
@@ -638,7 +682,7 @@ def test_a_transaction_one_of_whose_batches_failed_is_aborted_not_committed() ->
     shard.parts[0] = Partition(0, state, worker.folder(state), shard)
     paused = Fetched("t.events", 0, 0, 1_700_000_000_000, 0, b"c1",
                      b'{"sender_id": "c1", "event": "pause"}', None, 2, 10, ())  # fmt: skip
-    batch = [(TopicPartition("t.events", 0), [paused])]  # its signal: conversation_paused
+    batch = [handed(TopicPartition("t.events", 0), [paused])]  # its signal: conversation_paused
     with pytest.raises(MessageSizeTooLargeError):
         asyncio.run(worker._transact(shard, [(shard.parts[0], batch)]))
     assert (producer.commits, producer.aborts) == (0, 1)
@@ -702,7 +746,8 @@ def test_no_young_collection_runs_while_a_transaction_of_many_partitions_folds()
                 "intent": {"name": "greet", "confidence": 0.9}, "entities": []}}  # fmt: skip
             records.append(Fetched("t.events", number, offset, 1_700_000_000_000, 0, key,
                                    orjson.dumps(body), None, 2, 10, ()))  # fmt: skip
-        work.append((part, [(tp, records)]))
+        part.put(tp, records)  # read ahead, as fetched records are
+        work.append((part, part.take(len(records))))
     started: list[int] = []
 
     def record(phase: str, info: dict[str, int]) -> None:

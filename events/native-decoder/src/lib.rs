@@ -27,6 +27,7 @@ mod arenas;
 mod batches;
 mod encode;
 mod records;
+mod skim;
 
 use std::borrow::Cow;
 use std::sync::{Mutex, MutexGuard};
@@ -43,18 +44,18 @@ use serde_json::value::RawValue;
 
 /// A top-level value as its JSON text, or `None` when the key is absent.
 #[derive(Default, Clone, Copy)]
-struct Raw<'a>(Option<&'a RawValue>);
+struct Raw<'a>(Option<&'a str>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for Raw<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        <&'a RawValue>::deserialize(d).map(|raw| Raw(Some(raw)))
+        <&'a RawValue>::deserialize(d).map(|raw| Raw(Some(raw.get())))
     }
 }
 
 impl<'a> Raw<'a> {
     /// The JSON text, `None` when absent.
     fn text(self) -> Option<&'a str> {
-        self.0.map(RawValue::get)
+        self.0
     }
 
     /// Absent or JSON null.
@@ -72,12 +73,41 @@ macro_rules! record_fields {
             $(#[serde(borrow, default)] $name: Raw<'a>,)*
         }
 
-        impl Rec<'_> {
+        impl<'a> Rec<'a> {
             /// One bit per key present.
             fn present(&self) -> u32 {
                 let mut bits = 0;
                 $(if self.$name.0.is_some() { bits |= $bit; })*
                 bits
+            }
+
+            /// Where each key's JSON text is in `data`, the bytes this was read from (see
+            /// `skim::Spans`).
+            fn spans(&self, data: &[u8]) -> skim::Spans {
+                let base = data.as_ptr() as usize;
+                let mut spans = [(0u32, 0u32); FIELDS];
+                $(if let Some(text) = self.$name.0 {
+                    // a JSON text is never empty, so a length of 0 stands for an absent key
+                    spans[($bit as u32).trailing_zeros() as usize] =
+                        ((text.as_ptr() as usize - base) as u32, text.len() as u32);
+                })*
+                spans
+            }
+
+            /// The record `spans` describes in `data`.
+            ///
+            /// # Safety
+            /// `spans` must be what `spans` gave for a `Rec` read from these same bytes (each
+            /// span is then inside `data` and valid UTF-8).
+            unsafe fn from_spans(data: &'a [u8], spans: &skim::Spans) -> Self {
+                let text = |(start, len): (u32, u32)| -> Raw<'a> {
+                    if len == 0 {
+                        return Raw(None);
+                    }
+                    let bytes = data.get_unchecked(start as usize..(start + len) as usize);
+                    Raw(Some(std::str::from_utf8_unchecked(bytes)))
+                };
+                Rec { $($name: text(spans[($bit as u32).trailing_zeros() as usize]),)* }
             }
         }
     };
@@ -100,6 +130,8 @@ const PARSE_DATA: u32 = 1 << 13;
 const INPUT_CHANNEL: u32 = 1 << 14;
 const MESSAGE_ID: u32 = 1 << 15;
 const IS_INTERRUPTED: u32 = 1 << 16;
+/// How many keys a record may have (one bit each above).
+const FIELDS: usize = 17;
 
 record_fields! {
     sender_id = SENDER_ID,
@@ -868,7 +900,14 @@ impl Decoder {
         conversation_id: Option<&str>,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
         let mut caches = self.caches.try_lock().ok();
-        let Some((sender, event)) = self.parse(py, &mut caches, data, &now, conversation_id)?
+        let Some((sender, event)) = self.parse(
+            py,
+            &mut caches,
+            data,
+            &now,
+            conversation_id,
+            skim::Ahead::Unknown,
+        )?
         else {
             return Ok(None);
         };
@@ -889,12 +928,15 @@ impl Decoder {
     /// own timestamp (then `events.wire.decode_event` reads the value as this event: it ignores
     /// `sender_id`), else `encode`'s bytes, or None when the Python encoder must write them. A
     /// None item is decided by the Python path, which gives every error its message.
+    #[pyo3(signature = (records, max_bytes, control, skims=None, start=0))]
     fn decode_batch<'py>(
         &self,
         py: Python<'py>,
         records: &Bound<'py, PyAny>,
         max_bytes: usize,
         control: &str,
+        skims: Option<Vec<PyRef<'py, skim::Skimmed>>>,
+        start: usize,
     ) -> PyResult<Bound<'py, PyList>> {
         let out = PyList::empty(py);
         let mut batch = Batch {
@@ -907,8 +949,16 @@ impl Decoder {
             max_bytes,
             control,
         };
+        // the records read ahead, in order: from `start` in the first of `skims`
+        let skims = skims.unwrap_or_default();
+        let (mut which, mut index) = (0, start);
         for record in records.try_iter()? {
-            let item = match self.ready(py, &mut batch, &record?)? {
+            while which < skims.len() && index >= skims[which].len() {
+                (which, index) = (which + 1, 0);
+            }
+            let skimmed = skims.get(which).map(|skimmed| (&**skimmed, index));
+            index += 1;
+            let item = match self.ready(py, &mut batch, &record?, skimmed)? {
                 Some(item) => item.into_any(),
                 None => py.None().into_bound(py),
             };
@@ -941,9 +991,16 @@ impl Decoder {
         data: &[u8],
         now: &Bound<'py, PyAny>,
         conversation_id: Option<&str>,
+        ahead: skim::Ahead<'_>,
     ) -> PyResult<Option<(String, Bound<'py, PyAny>)>> {
-        let Ok(rec) = serde_json::from_slice::<Rec<'_>>(data) else {
-            return Ok(None);
+        let rec = match ahead {
+            // SAFETY: the spans were read from these very bytes (see `Skimmed::ahead`)
+            skim::Ahead::Spans(spans) => unsafe { Rec::from_spans(data, spans) },
+            skim::Ahead::Unreadable => return Ok(None),
+            skim::Ahead::Unknown => match serde_json::from_slice::<Rec<'_>>(data) {
+                Ok(rec) => rec,
+                Err(_) => return Ok(None),
+            },
         };
         let sender = take!(rec
             .sender_id
@@ -987,6 +1044,7 @@ impl Decoder {
         py: Python<'py>,
         batch: &mut Batch<'d, '_, 'py>,
         record: &Bound<'py, PyAny>,
+        skimmed: Option<(&skim::Skimmed, usize)>,
     ) -> PyResult<Option<Bound<'py, PyTuple>>> {
         let key = record.getattr(batch.key)?;
         let Some(key) = key
@@ -1040,7 +1098,12 @@ impl Decoder {
             return Ok(None);
         };
         let now = PyFloat::new(py, millis / 1000.0).into_any();
-        let Some((_, event)) = self.parse(py, &mut batch.caches, data, &now, Some(key))? else {
+        let ahead = match skimmed {
+            Some((skimmed, index)) => skimmed.ahead(py, index, value),
+            None => skim::Ahead::Unknown,
+        };
+        let Some((_, event)) = self.parse(py, &mut batch.caches, data, &now, Some(key), ahead)?
+        else {
             return Ok(None);
         };
         // the record's own bytes decode to this event when it has its own timestamp (`now`
@@ -1071,5 +1134,7 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<records::BatchReader>()?;
     module.add_class::<records::Handout>()?;
     module.add_class::<batches::BatchWriter>()?;
+    module.add_class::<skim::Skimmed>()?;
+    module.add_function(wrap_pyfunction!(skim::skim, module)?)?;
     module.add_function(wrap_pyfunction!(arenas::prefault_arenas, module)?)
 }
