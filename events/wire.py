@@ -129,10 +129,10 @@ _SKIM: Final[Callable[..., Any] | None] = None if _DECODE_BATCH is None else com
 
 
 def skim(records: Sequence[Any], *, read: bool = True) -> Any | None:
-    """Start reading ``records`` ahead for :func:`decode_ready`, in a thread of the compiled
-    decoder while this one goes on (each value's top-level JSON keys; see
+    """Start reading ``records`` ahead for :func:`decode_ready`, in the compiled decoder's
+    reader thread while this one goes on (each value's top-level JSON keys; see
     ``events/native-decoder/src/skim.rs``); what to hand it as ``skims``. ``read=False`` reads
-    nothing (no thread) and only stands for the records, so that later ones are found in order.
+    nothing and only stands for the records, so that later ones are found in order.
     None when the package was built without the compiled decoder. What comes out of
     ``decode_ready`` is the same with or without it: only the time it takes differs."""
     return None if _SKIM is None else _SKIM(records, read)

@@ -101,7 +101,7 @@ from streams.topics import message_limits as topic_limits
 log = logging.getLogger("trackerflow.worker")
 
 # fetched records of a topic partition read ahead when at least this many come at once (see
-# ``Partition.put``; fewer are not worth starting a thread for)
+# ``Partition.put``; a few at a time gain less than handing them to the reader costs)
 READ_AHEAD_MIN = 64
 MAX_BATCH_BYTES = 1024 * 1024  # producer batches; changelog topics accept 1 MiB records
 # a produce request carries up to this much (the broker takes 100 MiB: socket.request.max.bytes)
@@ -413,7 +413,7 @@ class Partition:
             self._read_up_to(messages[-1].offset + 1)
         self.pending.setdefault(tp, []).extend(messages)
         self.waiting += len(messages)
-        # read them ahead while they wait, on another core (a thread each time: not for a few)
+        # read them ahead while they wait, on another core (not a few: see READ_AHEAD_MIN)
         skimmed = skim(messages, read=len(messages) >= READ_AHEAD_MIN)
         if skimmed is not None:
             self.ahead.setdefault(tp, deque()).append([skimmed, 0])

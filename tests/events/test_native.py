@@ -12,7 +12,9 @@ import importlib
 import json
 import math
 import os
+import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -621,8 +623,8 @@ def test_records_read_ahead_are_taken_from_there_only_for_the_very_values_read()
 
 
 def test_a_read_ahead_may_be_dropped_while_its_thread_reads() -> None:
-    records = sample_records() * 200
-    for _ in range(20):
+    records = sample_records() * 20
+    for _ in range(5):
         skimmed = wire.skim(records)  # its thread reads the values it keeps alive ...
         del skimmed  # ... and it waits for the thread before it lets them go
     last = wire.skim(records)
@@ -630,6 +632,33 @@ def test_a_read_ahead_may_be_dropped_while_its_thread_reads() -> None:
         wire.decode_ready(records, max_bytes=1 << 20, control_header=CONTROL, skims=[last])
     ) == repr(wire.decode_ready(records, max_bytes=1 << 20, control_header=CONTROL))
     assert last.used == len(records)
+
+
+def test_a_forked_process_reads_ahead_with_a_thread_of_its_own() -> None:
+    records = sample_records()
+    before = wire.skim(records)  # this process's reader thread is running now
+    plain = repr(wire.decode_ready(records, max_bytes=1 << 20, control_header=CONTROL))
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child's outcome is its exit status
+        code = 1
+        try:
+            skims = [wire.skim(records)]  # a thread of its own reads them
+            got = wire.decode_ready(
+                records, max_bytes=1 << 20, control_header=CONTROL, skims=skims
+            )
+            del before  # the parent's: no thread here waits on it
+            code = 0 if repr(got) == plain and skims[0].used == len(records) else 2
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 20
+    while (done := os.waitpid(child, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if done[0] == 0:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+        pytest.fail("the forked process hung reading ahead")
+    assert os.waitstatus_to_exitcode(done[1]) == 0
+    assert before.used == 0 and len(before) == len(records)
 
 
 def test_without_the_compiled_decoder_no_batch_is_decoded(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,7 +21,9 @@
 //! * `decode_batch` reads a whole consumed batch for the worker's fold in one call (the checks
 //!   `processors.stream` makes before it decodes, the event, its history record: the record's
 //!   own bytes when they decode to the event alone); what it does not take is None there, and
-//!   the fold takes its record-by-record path for it.
+//!   the fold takes its record-by-record path for it. It may be handed what `skim` read ahead
+//!   of the records in another thread (`skim.rs`): a record read there starts from it, and
+//!   decodes to the same event as when parsed here.
 
 mod arenas;
 mod batches;
@@ -928,6 +930,10 @@ impl Decoder {
     /// own timestamp (then `events.wire.decode_event` reads the value as this event: it ignores
     /// `sender_id`), else `encode`'s bytes, or None when the Python encoder must write them. A
     /// None item is decided by the Python path, which gives every error its message.
+    ///
+    /// `skims`: what `skim` returned for these records, in order, the first from its record
+    /// `start` on (see `Skimmed::ahead`: a record is taken from there only if its value is the
+    /// very object read).
     #[pyo3(signature = (records, max_bytes, control, skims=None, start=0))]
     fn decode_batch<'py>(
         &self,

@@ -4,21 +4,25 @@
 //! Rules of this module:
 //!
 //! * `skim(records)` takes the `value` of each record (bytes; anything else is left to the
-//!   decoder as it is) and hands their addresses to a new thread, which reads each as a `Rec`
-//!   (the same serde parse `Decoder.parse` makes) and keeps only where each key's JSON text is
-//!   (`Spans`), or that the bytes are not such a record. The thread runs without the GIL and
-//!   touches no Python object: it reads bytes that the `Skimmed` keeps alive (a reference to
+//!   decoder as it is) and hands their addresses to the reader thread, which reads each as a
+//!   `Rec` (the same serde parse `Decoder.parse` makes) and keeps only where each key's JSON
+//!   text is (`Spans`), or that the bytes are not such a record. The thread runs without the GIL
+//!   and touches no Python object: it reads bytes that the `Skimmed` keeps alive (a reference to
 //!   each value), and a `bytes` object never changes.
-//! * A `Skimmed` waits for its thread before it lets its values go (`Drop`), and the first
-//!   lookup waits for the thread's result without the GIL.
+//! * One reader thread per process, started by the first `skim` (and again in a process forked
+//!   from one that had it: a fork has no thread of its parent's), reads the calls' records in
+//!   the order they came. Where no thread can be started, `skim` reads the records itself.
+//! * A `Skimmed` waits for its records to be read before it lets its values go (`Drop`; not in
+//!   a forked process, whose copy of the bytes no thread reads), and the first lookup waits for
+//!   them without the GIL.
 //! * Nothing is decided here: a record's spans are used only for the very value object they
 //!   were read from (the decoder compares the object, not its bytes), and every span is then
 //!   inside those bytes and valid UTF-8, as the thread's parse left it. Any record without
 //!   spans is parsed by the decoder as before, so a record decodes the same either way.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock, PoisonError};
-use std::thread::JoinHandle;
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -41,10 +45,92 @@ pub struct Skimmed {
     values: Vec<Option<Py<PyBytes>>>,
     /// How many records it stands for.
     count: usize,
-    work: Mutex<Option<JoinHandle<Vec<Found>>>>,
-    found: OnceLock<Vec<Found>>,
+    /// Where the reader puts what it found (None: nothing is read).
+    slot: Option<Arc<Slot>>,
     /// How many of its records a decode took from it.
     used: AtomicUsize,
+}
+
+/// What the reader found for one `skim` call, once it has read them.
+struct Slot {
+    found: OnceLock<Vec<Found>>,
+    read: Mutex<bool>,
+    done: Condvar,
+    /// The process whose reader thread reads them.
+    process: u32,
+}
+
+impl Slot {
+    fn fill(&self, found: Vec<Found>) {
+        let _ = self.found.set(found);
+        *self.read.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        self.done.notify_all();
+    }
+
+    /// Block until the records are read (unless no thread of this process reads them).
+    fn wait(&self) {
+        if self.process != std::process::id() {
+            return; // a forked copy: its parent's thread does not read this memory
+        }
+        let mut read = self.read.lock().unwrap_or_else(PoisonError::into_inner);
+        while !*read {
+            read = self.done.wait(read).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+/// Addresses and lengths of the values to read (None: not bytes).
+type Places = Vec<Option<(usize, usize)>>;
+
+/// One `skim` call's work for the reader: what to read, and where to put what it finds.
+type Work = (Places, Arc<Slot>);
+
+/// The process's reader thread: its process id and where to send it work.
+static READER: Mutex<Option<(u32, Sender<Work>)>> = Mutex::new(None);
+
+/// Have the reader thread read `places` into `slot`; the work back if there is no thread.
+fn send(work: Work) -> Result<(), Work> {
+    let mut reader = READER.lock().unwrap_or_else(PoisonError::into_inner);
+    let process = std::process::id();
+    if !matches!(&*reader, Some((owner, _)) if *owner == process) {
+        let (sender, work_to_do) = mpsc::channel::<Work>();
+        let started = std::thread::Builder::new()
+            .name("trackerflow-read-ahead".into())
+            .spawn(move || {
+                for (places, slot) in work_to_do {
+                    let found = std::panic::catch_unwind(|| read(places)).unwrap_or_default();
+                    slot.fill(found);
+                }
+            });
+        if started.is_err() {
+            *reader = None;
+            return Err(work);
+        }
+        *reader = Some((process, sender));
+    }
+    let Some((_, sender)) = reader.as_ref() else {
+        return Err(work);
+    };
+    sender.send(work).map_err(|failed| {
+        *reader = None; // the thread is gone: the next call starts another
+        failed.0
+    })
+}
+
+/// What the reader finds at `places`.
+fn read(places: Places) -> Vec<Found> {
+    places
+        .into_iter()
+        .map(|place| {
+            let (address, len) = place?;
+            // SAFETY: the `Skimmed` holds a reference to the bytes object at `address` until
+            // this is done (its `Drop` waits for it), and a bytes object's contents never
+            // change.
+            let data = unsafe { std::slice::from_raw_parts(address as *const u8, len) };
+            let rec = serde_json::from_slice::<Rec<'_>>(data).ok()?;
+            Some(rec.spans(data))
+        })
+        .collect()
 }
 
 /// What the decoder learns of one record from a `Skimmed`.
@@ -67,8 +153,7 @@ pub fn skim(py: Python<'_>, records: &Bound<'_, PyAny>, read: bool) -> PyResult<
         return Ok(Skimmed {
             values: Vec::new(),
             count: records.len()?,
-            work: Mutex::new(None),
-            found: OnceLock::from(Vec::new()),
+            slot: None,
             used: AtomicUsize::new(0),
         });
     }
@@ -89,37 +174,19 @@ pub fn skim(py: Python<'_>, records: &Bound<'_, PyAny>, read: bool) -> PyResult<
             }
         }
     }
-    let read = move || -> Vec<Found> {
-        places
-            .into_iter()
-            .map(|place| {
-                let (address, len) = place?;
-                // SAFETY: the `Skimmed` holds a reference to the bytes object at `address`
-                // until this thread is joined (its `Drop` joins it first), and a bytes object's
-                // contents never change.
-                let data = unsafe { std::slice::from_raw_parts(address as *const u8, len) };
-                let rec = serde_json::from_slice::<Rec<'_>>(data).ok()?;
-                Some(rec.spans(data))
-            })
-            .collect()
-    };
-    let found = OnceLock::new();
-    let work = match std::thread::Builder::new()
-        .name("trackerflow-skim".into())
-        .spawn(read)
-    {
-        Ok(handle) => Some(handle),
-        Err(_) => {
-            // no thread now: nothing is read ahead, the decoder parses as it would
-            let _ = found.set(Vec::new());
-            None
-        }
-    };
+    let slot = Arc::new(Slot {
+        found: OnceLock::new(),
+        read: Mutex::new(false),
+        done: Condvar::new(),
+        process: std::process::id(),
+    });
+    if let Err((places, slot)) = send((places, slot.clone())) {
+        slot.fill(self::read(places)); // no thread: read them now
+    }
     Ok(Skimmed {
         count: values.len(),
         values,
-        work: Mutex::new(work),
-        found,
+        slot: Some(slot),
         used: AtomicUsize::new(0),
     })
 }
@@ -130,22 +197,15 @@ impl Skimmed {
         self.count
     }
 
-    /// The thread's result (waiting for it without the GIL); empty if it failed.
+    /// What the reader found (waiting for it without the GIL); empty if nothing was read.
     fn found(&self, py: Python<'_>) -> &[Found] {
-        if let Some(found) = self.found.get() {
-            return found;
-        }
-        let handle = self
-            .work
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        let result = match handle {
-            Some(handle) => py.detach(|| handle.join()).unwrap_or_default(),
-            None => Vec::new(), // another thread took it: read nothing ahead this time
+        let Some(slot) = &self.slot else {
+            return &[];
         };
-        let _ = self.found.set(result);
-        self.found.get().map_or(&[], Vec::as_slice)
+        if slot.found.get().is_none() {
+            py.detach(|| slot.wait());
+        }
+        slot.found.get().map_or(&[], Vec::as_slice)
     }
 
     /// What was read ahead for record `index`, if `value` is the very object it was read from.
@@ -184,10 +244,9 @@ impl Skimmed {
 
 impl Drop for Skimmed {
     fn drop(&mut self) {
-        // the thread reads the values: it must be done before they may go
-        let work = self.work.get_mut().unwrap_or_else(PoisonError::into_inner);
-        if let Some(handle) = work.take() {
-            let _ = handle.join();
+        // the reader reads the values: it must be done with them before they may go
+        if let Some(slot) = &self.slot {
+            slot.wait();
         }
     }
 }
