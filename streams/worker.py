@@ -76,6 +76,7 @@ from events.wire import dumps, encode_record, skim
 from processors.domain import Domain
 from processors.reminders import REMINDER_TRIGGERED, listing
 from processors.stream import Head, Outcome, StreamFolder
+from streams import produce_requests
 from streams.fetching import install
 from streams.liveness import PROBE_S, KafkaCheck
 from streams.publisher import RASA_ENVIRONMENT_HEADER
@@ -709,6 +710,7 @@ class Worker:
             self._state_lock = lock_state_dir(self.state_root)  # before any client exists
         self.reader = self.choose_reader()
         log.info("fetched record batches are read by %s", self.reader)
+        produce_requests.install()  # the transactions' batches copied once, not six times
         config = kafka_client_config(self.settings)
         consumer = AIOKafkaConsumer(
             group_id=self.settings.app_id,

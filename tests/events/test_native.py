@@ -643,9 +643,7 @@ def test_a_forked_process_reads_ahead_with_a_thread_of_its_own() -> None:
         code = 1
         try:
             skims = [wire.skim(records)]  # a thread of its own reads them
-            got = wire.decode_ready(
-                records, max_bytes=1 << 20, control_header=CONTROL, skims=skims
-            )
+            got = wire.decode_ready(records, max_bytes=1 << 20, control_header=CONTROL, skims=skims)
             del before  # the parent's: no thread here waits on it
             code = 0 if repr(got) == plain and skims[0].used == len(records) else 2
         finally:

@@ -14,6 +14,7 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from streams import produce_requests
 from streams.worker import BATCH_WRITER, MAX_BATCH_BYTES, Outbox
 from tests.streams.test_fetching import read_all
 
@@ -239,11 +240,19 @@ async def send_in_a_transaction(bootstrap: str, topic: str) -> None:
 
 
 @pytest.mark.parametrize("kafka_topic", [2], indirect=True)
+@pytest.mark.parametrize("joined", [True, False], ids=["joined-requests", "aiokafka-requests"])
 def test_a_broker_takes_the_written_batches_in_a_transaction(
-    kafka_bootstrap: str, kafka_topic: str
+    kafka_bootstrap: str, kafka_topic: str, joined: bool
 ) -> None:
     writer()
-    asyncio.run(send_in_a_transaction(kafka_bootstrap, kafka_topic))
+    if joined:  # the produce requests the worker writes (streams.produce_requests)
+        assert produce_requests.install()
+    else:
+        produce_requests.uninstall()
+    try:
+        asyncio.run(send_in_a_transaction(kafka_bootstrap, kafka_topic))
+    finally:
+        produce_requests.uninstall()
     read, _ = asyncio.run(read_all(kafka_bootstrap, kafka_topic, "read_committed", partitions=2))
     got = {(r.partition, r.key, r.value, tuple(r.headers)) for r in read}
     rows = {(i % 2, f"c{i}".encode(), b"v" * i, (("h", f"{i}".encode()),)) for i in range(300)}
