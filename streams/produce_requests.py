@@ -22,15 +22,8 @@ from typing import Any, Final
 
 import aiokafka
 from aiokafka.producer import sender
-from aiokafka.protocol.produce import (
-    ProduceRequest,
-    ProduceRequest_v3,
-    ProduceRequest_v4,
-    ProduceRequest_v5,
-    ProduceRequest_v6,
-    ProduceRequest_v7,
-    ProduceRequest_v8,
-)
+from aiokafka.protocol import produce
+from aiokafka.protocol.produce import ProduceRequest
 from aiokafka.protocol.types import Array, Bytes, Int16, Int32, Schema, String
 
 log = logging.getLogger("trackerflow.worker")
@@ -90,14 +83,8 @@ def _one_join(cls: type[Any]) -> type[Any]:
     return type(cls.__name__, (cls,), {"encode": encode_body, "__module__": __name__})
 
 
-_VERSIONS: Final = (
-    ProduceRequest_v3,
-    ProduceRequest_v4,
-    ProduceRequest_v5,
-    ProduceRequest_v6,
-    ProduceRequest_v7,
-    ProduceRequest_v8,
-)
+# the versions with a transactional id and this body
+_VERSIONS: Final = tuple(getattr(produce, f"ProduceRequest_v{n}") for n in range(3, 9))
 _JOINED: Final = {cls: _one_join(cls) for cls in _VERSIONS}
 
 
