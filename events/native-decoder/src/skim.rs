@@ -158,8 +158,9 @@ pub fn skim(py: Python<'_>, records: &Bound<'_, PyAny>, read: bool) -> PyResult<
         });
     }
     let name = pyo3::intern!(py, "value");
-    let mut values = Vec::new();
-    let mut places = Vec::new();
+    let size = records.len().unwrap_or(0);
+    let mut values = Vec::with_capacity(size);
+    let mut places = Vec::with_capacity(size);
     for record in records.try_iter()? {
         let value = record?.getattr(name).ok();
         match value.as_ref().map(|value| value.cast_exact::<PyBytes>()) {
