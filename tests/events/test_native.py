@@ -486,6 +486,14 @@ class Consumed(NamedTuple):
     headers: Any = RASA_HEADERS
 
 
+def sample_records() -> list[Consumed]:
+    """The sample conversations' events as consumed records, keyed by their conversation."""
+    return [
+        Consumed(orjson.loads(line)["sender_id"].encode(), line, 1_700_000_000_000 + i)
+        for i, line in enumerate(SAMPLE.read_bytes().splitlines())
+    ]
+
+
 def ready(records: list[Consumed], max_bytes: int = wire.DEFAULT_MAX_RECORD_BYTES) -> list[Any]:
     """``decode_ready``'s answer for ``records``, each item checked against the Python path."""
     got = wire.decode_ready(records, max_bytes=max_bytes, control_header=CONTROL)
@@ -585,13 +593,6 @@ def test_a_missing_timestamp_is_the_record_time_and_headers_may_be_empty() -> No
         assert item is not None and item[1].timestamp == 1_700_000_000.123
     [item] = ready([Consumed(b"c1", GOOD, 5000.0)])
     assert item[1].timestamp == 5.0
-
-
-def sample_records() -> list[Consumed]:
-    return [
-        Consumed(orjson.loads(line)["sender_id"].encode(), line, 1_700_000_000_000 + i)
-        for i, line in enumerate(SAMPLE.read_bytes().splitlines())
-    ]
 
 
 def test_records_read_ahead_are_taken_from_there_only_for_the_very_values_read() -> None:

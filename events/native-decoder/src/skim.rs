@@ -1,5 +1,5 @@
-//! Reading ahead: the top-level keys of fetched records found by a thread of their own, while
-//! the worker's thread does other work, so that the fold's decoding starts from them.
+//! Reading ahead: the top-level keys of fetched records found by the decoder's reader thread,
+//! while the worker's thread does other work, so that the fold's decoding starts from them.
 //!
 //! Rules of this module:
 //!
