@@ -75,6 +75,9 @@ macro_rules! record_fields {
             $(#[serde(borrow, default)] $name: Raw<'a>,)*
         }
 
+        /// How many keys a record may have.
+        const FIELDS: usize = [$($bit),*].len();
+
         impl<'a> Rec<'a> {
             /// One bit per key present.
             fn present(&self) -> u32 {
@@ -132,8 +135,6 @@ const PARSE_DATA: u32 = 1 << 13;
 const INPUT_CHANNEL: u32 = 1 << 14;
 const MESSAGE_ID: u32 = 1 << 15;
 const IS_INTERRUPTED: u32 = 1 << 16;
-/// How many keys a record may have (one bit each above).
-const FIELDS: usize = 17;
 
 record_fields! {
     sender_id = SENDER_ID,
