@@ -271,7 +271,7 @@ class StreamFolder:
         return Batch(folded, notable, latest, failures)
 
     def _ready(
-        self, records: Sequence[Received], ahead: tuple[Sequence[Any], int] = ((), 0)
+        self, records: Sequence[Received], ahead: tuple[Sequence[Any], int]
     ) -> list[Ready | None] | None:
         """The records the compiled decoder reads, decoded for the whole batch at once (see
         ``events.wire.decode_ready``); None: every record takes ``_step``."""
