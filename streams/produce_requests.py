@@ -1,4 +1,4 @@
-"""Produce requests that copy their record batches once, not six times.
+"""Produce requests that copy their record batches once, not eight times.
 
 aiokafka encodes a request field by field, and each level (a partition, its array, a topic, the
 topics' array, the request) joins the bytes of the level below into new bytes. Record batches
@@ -8,23 +8,37 @@ faulted in, where the process had none free). :func:`install` gives aiokafka's s
 ``ProduceRequest`` whose request structures for versions 3 to 8 (the ones with a transactional
 id, which every producer of this project uses) write the same bytes with one join.
 
+aiokafka's connection then joins the request's header to its body, and its size to both, before
+it writes them: two more copies. The connection's ``send`` installed here writes a joined
+request's size and header, then its body as it is (a view of the same bytes), and otherwise does
+what aiokafka's does (the same correlation ids, the same wait for the response); any other
+request goes to aiokafka's own ``send``.
+
 The bytes are exactly aiokafka's, field by field (the tests compare both encodings on generated
-requests); a version this module was not written for, or a schema that differs from the one it
-expects (another aiokafka), keeps aiokafka's own encoding.
+requests, and what both connections write); a version this module was not written for, or a
+schema that differs from the one it expects (another aiokafka), keeps aiokafka's own encoding,
+and a connection ``send`` other than the one this module's was written after (aiokafka 0.14's)
+keeps aiokafka's.
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import logging
 import struct
+import textwrap
 from collections.abc import Sequence
 from typing import Any, Final
 
 import aiokafka
+from aiokafka import errors
+from aiokafka.conn import AIOKafkaConnection, CloseReason
 from aiokafka.producer import sender
 from aiokafka.protocol import produce
 from aiokafka.protocol.produce import ProduceRequest
 from aiokafka.protocol.types import Array, Bytes, Int16, Int32, Schema, String
+from aiokafka.util import wait_for
 
 log = logging.getLogger("trackerflow.worker")
 
@@ -95,6 +109,52 @@ class JoinedProduceRequest(ProduceRequest):  # type: ignore[misc]
         return super().build(_JOINED.get(request_struct_class, request_struct_class))
 
 
+# aiokafka's AIOKafkaConnection.send, and the SHA-256 of its source (dedented) in the versions
+# whose steps _send repeats: aiokafka 0.14.0's
+_AIOKAFKA_SEND: Final = AIOKafkaConnection.send
+_KNOWN_SENDS: Final = frozenset(
+    {"360d12e20e646dfba2b4acad94b66136b80ac719ef9cdb24556d5591bdea349e"}
+)
+
+
+def _send(self: AIOKafkaConnection, request: Any, expect_response: bool = True) -> Any:
+    """``AIOKafkaConnection.send``: a joined produce request is written as its size and
+    header, then its body without copying it; anything else by aiokafka's own ``send``. What
+    it returns is awaited as aiokafka's is: the response, or the writer drained."""
+    writer = self._writer
+    if writer is None or not isinstance(request, JoinedProduceRequest):
+        return _AIOKAFKA_SEND(self, request, expect_response)
+    prepared = request.prepare(self._versions)
+    correlation_id = self._next_correlation_id()
+    header = prepared.build_request_header(
+        correlation_id=correlation_id, client_id=self._client_id
+    ).encode()
+    body = prepared.encode()
+    try:
+        writer.write(_INT32(len(header) + len(body)) + header)
+        writer.write(memoryview(body))
+    except OSError as error:
+        self.close(reason=CloseReason.CONNECTION_BROKEN)
+        raise errors.KafkaConnectionError(
+            f"Connection at {self._host}:{self._port} broken: {error}"
+        ) from error
+    if not expect_response:
+        return writer.drain()
+    answered = self._loop.create_future()
+    self._requests.append((correlation_id, prepared, answered))
+    return wait_for(answered, self._request_timeout)
+
+
+def sends_known() -> bool:
+    """Whether aiokafka's ``AIOKafkaConnection.send`` is the one :func:`_send` repeats the
+    steps of (its source as in aiokafka 0.14.0)."""
+    try:
+        source = inspect.getsource(_AIOKAFKA_SEND)
+    except (OSError, TypeError):  # no source: cannot tell
+        return False
+    return hashlib.sha256(textwrap.dedent(source).encode()).hexdigest() in _KNOWN_SENDS
+
+
 def fits() -> bool:
     """Whether aiokafka's produce request structures are the ones :func:`encode` writes."""
     for cls in _VERSIONS:
@@ -120,8 +180,10 @@ def fits() -> bool:
 
 
 def install() -> bool:
-    """Have this process's producers write produce requests with one join (once); False if
-    aiokafka's structures are not the ones this module was written for (its own stay)."""
+    """Have this process's producers write produce requests with one join, and its
+    connections write them without joining them to their headers (once); False if aiokafka's
+    structures are not the ones this module was written for (its own stay). A connection
+    ``send`` other than the one this module's repeats stays aiokafka's, with a warning."""
     if sender.ProduceRequest is JoinedProduceRequest:
         return True
     if not fits():
@@ -131,9 +193,19 @@ def install() -> bool:
         )
         return False
     sender.ProduceRequest = JoinedProduceRequest
+    if sends_known():
+        AIOKafkaConnection.send = _send
+    else:
+        log.warning(
+            "aiokafka %s writes requests differently: produce requests are joined to their "
+            "headers as it does",
+            aiokafka.__version__,
+        )
     return True
 
 
 def uninstall() -> None:
-    """Give aiokafka's sender its own ``ProduceRequest`` back."""
+    """Give aiokafka's sender its own ``ProduceRequest``, and its connections their own
+    ``send``, back."""
     sender.ProduceRequest = ProduceRequest
+    AIOKafkaConnection.send = _AIOKAFKA_SEND
