@@ -15,11 +15,11 @@ Rules of this module:
   cannot be added without moving keys to other partitions, which would break per-conversation
   order; that is a person's decision).
 * Blocking (kafka-python's admin client): async callers run it in a thread.
-* :func:`worker_topics` is what a worker starting does: when every topic is there already (a
-  worker restarting, the common case) it reads what it needs with aiokafka's admin client,
-  which the worker loads anyway, and so never loads kafka-python (a tenth of a second of the
-  worker's start-up). Anything else (a topic missing, a broker that refuses the client, ...)
-  goes to :func:`ensure_topics`, which creates them or says why it cannot.
+* :func:`worker_topics` is what a worker starting does: it reads what it needs, and makes the
+  topics that are missing, with aiokafka's admin client, which the worker loads anyway, and so
+  never loads kafka-python (a tenth of a second of the worker's start-up). Anything else (a
+  broker that refuses the client or a topic, one that does not answer, ...) goes to
+  :func:`ensure_topics`, which creates them or says why it cannot.
 """
 
 from __future__ import annotations
@@ -302,15 +302,16 @@ def _fewer_partitions(wanted: list[TopicSpec], found: Mapping[str, int]) -> tupl
 
 def worker_topics(settings: Settings) -> TopicsReport:
     """:func:`ensure_topics` for a worker starting (see the module rules): the same report,
-    from aiokafka when every topic exists already. Raises :class:`TopicsError`."""
+    from aiokafka unless it fails. Raises :class:`TopicsError`."""
     _check_reachable(settings)
     return asyncio.run(known_topics(settings))
 
 
 async def known_topics(settings: Settings, *, quiet: bool = True) -> TopicsReport:
-    """:func:`found_topics` (``quiet`` as there), else :func:`ensure_topics` in a thread: the
-    worker's topics as they are, made where missing. Raises :class:`TopicsError`."""
-    found = await found_topics(settings, quiet=quiet)
+    """:func:`found_topics` (``quiet`` as there, making what is missing), else
+    :func:`ensure_topics` in a thread: the worker's topics as they are, made where missing.
+    Raises :class:`TopicsError`."""
+    found = await found_topics(settings, quiet=quiet, create=True)
     return found if found is not None else await asyncio.to_thread(ensure_topics, settings)
 
 
@@ -320,20 +321,21 @@ async def found_topics(
     *,
     timeout_s: float = 10.0,
     quiet: bool = True,
+    create: bool = False,
 ) -> TopicsReport | None:
-    """What :func:`ensure_topics` reports when every topic of ``specs`` (default:
-    :func:`topic_specs`) exists already, asked with aiokafka's admin client; None if one is
-    missing, or the broker cannot be asked or does not say everything (within ``timeout_s``).
-    It only reads: the topics are listed (a request for all of them, which never creates one,
-    as a request for named topics may on a broker that creates topics on demand) and their
+    """What :func:`ensure_topics` reports, asked with aiokafka's admin client: when every topic
+    of ``specs`` (default: :func:`topic_specs`) exists already, or, with ``create``, once those
+    that did not are made (as :func:`ensure_topics` makes them, waiting for their leaders).
+    None if one is missing (without ``create``), or the broker cannot be asked, refuses to
+    make one or does not say everything (within ``timeout_s``): :func:`ensure_topics` then
+    tries again and says why. The topics are listed with a request for all of them (one for
+    named topics may create them, on a broker that creates topics on demand) and their
     ``max.message.bytes`` described. With ``quiet``, aiokafka's log is silenced meanwhile (a
     failure here is not an error, as ``ensure_topics`` then tries again): only while nothing
     else in the process uses aiokafka, as when a worker starts."""
     from aiokafka.admin import AIOKafkaAdminClient
-    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
     wanted = list(topic_specs(settings) if specs is None else specs)
-    names = [spec.name for spec in wanted]
     admin = AIOKafkaAdminClient(
         **kafka_client_config(settings), request_timeout_ms=int(timeout_s * 1000)
     )
@@ -341,33 +343,87 @@ async def found_topics(
         try:
             async with asyncio.timeout(timeout_s):
                 await admin.start()
-                topics = await admin.describe_topics(None)  # all of them
-                found = {
-                    topic["topic"]: len(topic["partitions"])
-                    for topic in topics
-                    if topic["error_code"] == 0
-                }
-                if any(name not in found for name in names):
-                    return None
-                resources = [
-                    ConfigResource(ConfigResourceType.TOPIC, name, {"max.message.bytes": None})
-                    for name in names
-                ]
-                described = await admin.describe_configs(resources)
+                return await _found(admin, wanted, create, int(timeout_s * 1000))
         except Exception:  # any failure: ensure_topics asks again, and explains
             return None
         finally:
             with contextlib.suppress(Exception):
                 await admin.close()
-    limits = _described_limits(described)
+
+
+async def _found(
+    admin: Any, wanted: list[TopicSpec], create: bool, timeout_ms: int
+) -> TopicsReport | None:
+    """:func:`found_topics` with a started aiokafka admin client."""
+    from aiokafka.admin import NewTopic
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    names = [spec.name for spec in wanted]
+    found = await _aiokafka_partition_counts(admin)
+    missing = [spec for spec in wanted if spec.name not in found]
+    if missing and not create:
+        return None
+    created: list[str] = []
+    if missing:
+        response = await admin.create_topics(
+            [
+                NewTopic(
+                    spec.name,
+                    spec.partitions,
+                    spec.replication_factor,
+                    topic_configs=dict(spec.config),
+                )
+                for spec in missing
+            ],
+            timeout_ms=timeout_ms,
+        )
+        for result in response.to_object()["topic_errors"]:
+            if result["error_code"] == 0:
+                created.append(result["topic"])
+            elif result["error_code"] != TOPIC_ALREADY_EXISTS:  # ensure_topics says why
+                return None
+        await _leaders_of(admin, created)
+        found.update(
+            (name, count)
+            for name, count in (await _aiokafka_partition_counts(admin)).items()
+            if name not in created  # made meanwhile by another process: reported as existing
+        )
+    resources = [
+        ConfigResource(ConfigResourceType.TOPIC, name, {"max.message.bytes": None})
+        for name in names
+    ]
+    limits = _described_limits(await admin.describe_configs(resources))
     if set(limits) != set(names):
         return None
     return TopicsReport(
-        existing=tuple(names),
+        created=tuple(created),
+        existing=tuple(name for name in names if name in found),
         warnings=_fewer_partitions(wanted, found),
         limits=limits,
         client="aiokafka",
     )
+
+
+async def _aiokafka_partition_counts(admin: Any) -> dict[str, int]:
+    """The partition count of every topic the broker lists without an error."""
+    topics = await admin.describe_topics(None)  # all of them
+    return {
+        topic["topic"]: len(topic["partitions"]) for topic in topics if topic["error_code"] == 0
+    }
+
+
+async def _leaders_of(admin: Any, names: list[str]) -> None:
+    """Wait until every partition of the topics ``names`` has a leader."""
+    while names:
+        described = await admin.describe_topics(names)
+        if all(
+            topic["error_code"] == 0
+            and topic["partitions"]
+            and all(p["error_code"] == 0 and p["leader"] >= 0 for p in topic["partitions"])
+            for topic in described
+        ):
+            return
+        await asyncio.sleep(0.02)
 
 
 def _described_limits(responses: Iterable[Any]) -> dict[str, int]:

@@ -122,9 +122,17 @@ def test_specs_follow_the_settings() -> None:
     assert renamed == TopicSpec("mine", 4, 3, events.config)
 
 
+def made_by_aiokafka(settings: Settings) -> Any:
+    """What ``found_topics`` reports when it makes the missing topics (None: it could not)."""
+    return asyncio.run(found_topics(settings, create=True))
+
+
 @pytest.mark.broker
+@pytest.mark.parametrize(
+    "make", [ensure_topics, made_by_aiokafka], ids=["kafka-python", "aiokafka"]
+)
 def test_ensure_topics_creates_every_topic_once(
-    kafka_bootstrap: str, admin: KafkaAdminClient, prefix: str
+    kafka_bootstrap: str, admin: KafkaAdminClient, prefix: str, make: Any
 ) -> None:
     settings = settings_for(
         kafka_bootstrap,
@@ -140,7 +148,7 @@ def test_ensure_topics_creates_every_topic_once(
     topics = Topics.from_settings(settings)
     names = [topics.events, topics.rekeyed, *changelog_topics(settings), topics.signals, topics.dlq]
 
-    report = ensure_topics(settings)
+    report = make(settings)
     assert report.created == tuple(names)
     assert report.existing == () and report.warnings == ()
     assert partitions(admin, [topics.events, topics.signals, topics.dlq]) == {
@@ -164,9 +172,10 @@ def test_ensure_topics_creates_every_topic_once(
     assert (dlq["cleanup.policy"], dlq["retention.ms"]) == ("delete", "-1")
     assert dlq["max.message.bytes"] == str(400_000 + RECORD_OVERHEAD)
 
-    again = ensure_topics(settings)
+    again = make(settings)
     assert again.created == () and again.warnings == ()
     assert again.existing == tuple(names)
+    assert again == ensure_topics(settings)  # the same report, whichever client asked
     # what the broker has: the topics' own limits
     for report_ in (report, again):
         assert report_.limits[topics.events] == 200_000 + RECORD_OVERHEAD
@@ -197,7 +206,7 @@ def test_existing_topics_are_left_alone_and_reported_when_smaller(
 
 
 @pytest.mark.broker
-def test_a_starting_worker_reads_existing_topics_without_kafka_python(
+def test_a_starting_worker_makes_and_reads_topics_without_kafka_python(
     kafka_bootstrap: str, admin: KafkaAdminClient, prefix: str
 ) -> None:
     topics = small_events_topic(admin, prefix)
@@ -207,21 +216,6 @@ def test_a_starting_worker_reads_existing_topics_without_kafka_python(
     assert asyncio.run(found_topics(settings)) is None  # all but the events topic are missing
     assert set(admin.list_topics()) & set(names) == {topics.events}  # and asking made none
 
-    made = worker_topics(settings)  # through ensure_topics, which makes them
-    assert made.created == tuple(names[1:]) and made.existing == (topics.events,)
-    found = asyncio.run(found_topics(settings))
-    assert found is not None
-    again = ensure_topics(settings)
-    assert found == again  # the same report: all existing, the warning, limits
-    assert (found.client, again.client, made.client) == ("aiokafka", "kafka-python", "kafka-python")
-    assert found.summary() == "6 existing, 0 created; asked with aiokafka"
-    made_names = ", ".join(names[1:])
-    assert made.summary() == f"1 existing, 5 created ({made_names}); asked with kafka-python"
-    (warning,) = found.warnings
-    assert f"topic {topics.events!r} has 2 partitions, fewer than the 5 configured" in warning
-    assert found.limits[topics.signals] == 200_000 + RECORD_OVERHEAD
-    assert found.limits[topics.events] == 1_048_588  # its own, not what the settings make
-
     code = f"""
 import sys
 from streams.settings import load_settings
@@ -230,14 +224,30 @@ settings = load_settings(
     bootstrap_servers={kafka_bootstrap!r}, topic_prefix={prefix!r}, app_id={prefix!r},
     **{overrides!r},
 )
-report = worker_topics(settings)
-print(report.existing == {tuple(names)!r}, "kafka" in sys.modules)
+for _ in range(2):  # made, then found
+    print(worker_topics(settings).summary())
+print("kafka" in sys.modules)
 """
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["True", "False"]  # found, and kafka-python never loaded
+    made_names = ", ".join(names[1:])
+    assert done.stdout.splitlines() == [
+        f"1 existing, 5 created ({made_names}); asked with aiokafka",
+        "6 existing, 0 created; asked with aiokafka",
+        "False",  # kafka-python never loaded
+    ]
+    found = asyncio.run(found_topics(settings))
+    assert found is not None
+    again = ensure_topics(settings)
+    assert found == again  # the same report: all existing, the warning, limits
+    assert (found.client, again.client) == ("aiokafka", "kafka-python")
+    (warning,) = found.warnings
+    assert f"topic {topics.events!r} has 2 partitions, fewer than the 5 configured" in warning
+    assert found.limits[topics.signals] == 200_000 + RECORD_OVERHEAD
+    assert found.limits[topics.events] == 1_048_588  # its own, not what the settings make
+    assert configs(admin, changelog_topics(settings)[0])["cleanup.policy"] == "compact"
     assert done.stderr == ""
 
 
@@ -274,7 +284,7 @@ def test_a_worker_says_what_it_found_and_warns_of_too_few_partitions(
             worker.wait(timeout=60)
         logs.append(log.read_text())
     first, again = logs
-    assert "topics: 1 existing, 5 created (" in first and "asked with kafka-python" in first
+    assert "topics: 1 existing, 5 created (" in first and "asked with aiokafka" in first
     assert "topics: 6 existing, 0 created; asked with aiokafka" in again
     for text in logs:
         assert f"WARNING trackerflow.worker: topic {topics.events!r} has 2 partitions" in text
@@ -312,6 +322,12 @@ def test_a_topic_kafka_cannot_create_is_an_error(kafka_bootstrap: str, prefix: s
     impossible = TopicSpec(f"{prefix}.events", 1, replication_factor=1000)
     with pytest.raises(TopicsError, match=rf"cannot create topics: '{prefix}\.events': "):
         ensure_topics(settings, [impossible])
+    # aiokafka's try gives up, and a starting worker says what ensure_topics says
+    assert asyncio.run(found_topics(settings, [impossible], create=True)) is None
+    wanted = settings_for(kafka_bootstrap, prefix, replication_factor=1000)
+    assert asyncio.run(found_topics(wanted, create=True)) is None
+    with pytest.raises(TopicsError, match=rf"cannot create topics: '{prefix}\.events': "):
+        worker_topics(wanted)
 
 
 def test_an_unreachable_broker_fails_fast() -> None:

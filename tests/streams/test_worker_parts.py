@@ -509,7 +509,7 @@ def test_limits_read_again_apply_to_the_folds_made_from_then_on(
     monkeypatch.setattr(topics_module, "found_topics", answered)
     monkeypatch.setattr(topics_module, "ensure_topics", refused)
     asyncio.run(worker._read_limits())
-    assert asked == [{"quiet": False}]
+    assert asked == [{"quiet": False, "create": True}]
     assert worker.kept_room == 500_000 - RECORD_OVERHEAD
 
 
