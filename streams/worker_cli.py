@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -85,16 +86,23 @@ def worker(domain: Path | None, loglevel: str, **overrides: Any) -> None:
     except SettingsError as error:
         raise click.ClickException(str(error)) from None
     heap = prepare(settings.heap_keep_mib, settings.heap_prefault_mib)
-    # the topics are looked up (and made if missing) while this process imports the worker
-    with ThreadPoolExecutor(1, thread_name_prefix="trackerflow-topics") as pool:
-        made = pool.submit(worker_topics, settings)
-        from streams.liveness import quiet_repeats
-        from streams.worker_service import run_worker
+    # the topics are looked up (and made if missing) while this process imports the worker;
+    # the imports make tens of thousands of objects that live as long as the process (modules,
+    # classes, functions) and hardly any garbage: the collector waits until they are done
+    # (about a tenth of the imports' time; the worker sets its own thresholds when it runs)
+    gc.disable()
+    try:
+        with ThreadPoolExecutor(1, thread_name_prefix="trackerflow-topics") as pool:
+            made = pool.submit(worker_topics, settings)
+            from streams.liveness import quiet_repeats
+            from streams.worker_service import run_worker
 
-        try:
-            topics = made.result()
-        except TopicsError as error:
-            raise click.ClickException(str(error)) from None
+            try:
+                topics = made.result()
+            except TopicsError as error:
+                raise click.ClickException(str(error)) from None
+    finally:
+        gc.enable()
     logging.basicConfig(
         level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
