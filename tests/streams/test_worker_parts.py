@@ -812,3 +812,45 @@ def test_a_topic_is_looked_up_again_at_once_and_then_every_tenth_of_a_second(
         asyncio.run(worker._partitions_of(missing, "t.missing"))  # type: ignore[arg-type]
     assert len(slept) == 50 and sum(slept) == pytest.approx(5.0)
     assert missing.updates == missing.looked_up_after == 51  # the last answer was read too
+
+
+def test_the_collector_waits_only_while_the_worker_command_imports_the_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import logging
+
+    from click.testing import CliRunner
+
+    import streams.liveness
+    import streams.worker_cli as command
+    import streams.worker_service as service
+    from streams.topics import TopicsError, TopicsReport
+
+    seen: list[tuple[str, bool]] = []
+
+    def found(settings: Any) -> TopicsReport:
+        seen.append(("topics", gc.isenabled()))
+        return TopicsReport(existing=("t.events",))
+
+    async def run(settings: Any, **options: Any) -> None:
+        seen.append(("run", gc.isenabled()))
+
+    # the command's set-up of this process's memory and logs is left out
+    monkeypatch.setattr(command, "prepare", lambda *sizes: (0, 0))
+    monkeypatch.setattr(streams.liveness, "quiet_repeats", lambda: None)
+    aiokafka_log = logging.getLogger("aiokafka")
+    monkeypatch.setattr(aiokafka_log, "level", aiokafka_log.level)
+    monkeypatch.setattr(service, "run_worker", run)
+    monkeypatch.setattr(command, "worker_topics", found)
+    assert gc.isenabled()
+    done = CliRunner().invoke(command.worker, [])
+    assert done.exit_code == 0, done.output
+    assert seen == [("topics", False), ("run", True)]
+
+    def refused(settings: Any) -> TopicsReport:
+        raise TopicsError("cannot reach Kafka at 127.0.0.1:9")
+
+    monkeypatch.setattr(command, "worker_topics", refused)
+    done = CliRunner().invoke(command.worker, [])
+    assert done.exit_code == 1 and "cannot reach Kafka at 127.0.0.1:9" in done.output
+    assert gc.isenabled()  # collecting again after a start that failed
