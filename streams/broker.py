@@ -189,7 +189,8 @@ def start(
     extra_config: Mapping[str, str] | None = None,
     format_args: Sequence[str] = (),
 ) -> BrokerInfo:
-    """Start a broker in ``data_dir`` and wait until it answers a metadata request.
+    """Start a broker in ``data_dir`` and wait until it answers a metadata request and has a
+    group coordinator (see :func:`reachable`).
 
     Ports not given are those of the data dir's last start (its clients' bootstrap address stays
     true; an error if that port is taken now, a free controller port instead), or free ones for
@@ -337,7 +338,7 @@ def _wait_ready(proc: subprocess.Popen[bytes], info: BrokerInfo, timeout: float)
                 f"Kafka {info.version} exited with code {code} while starting; "
                 f"{info.log_path} ends with:\n{log_tail(Path(info.log_path))}"
             )
-        if reachable(info.bootstrap):
+        if reachable(info.bootstrap, groups=True):
             return
         time.sleep(0.25)
     raise BrokerError(
@@ -352,8 +353,16 @@ def _port_open(port: int, host: str = "127.0.0.1") -> bool:
     return False
 
 
-def reachable(bootstrap: str, timeout_ms: int = 3000) -> bool:
-    """Whether a broker at ``bootstrap`` answers a metadata request (and lists a broker)."""
+# the consumer group a starting broker is asked about (it need not exist)
+PROBE_GROUP = "trackerflow-broker-probe"
+
+
+def reachable(bootstrap: str, timeout_ms: int = 3000, *, groups: bool = False) -> bool:
+    """Whether a broker at ``bootstrap`` answers a metadata request (and lists a broker); with
+    ``groups``, also whether its group coordinator answers. A new broker creates the topic of
+    its groups' offsets (``__consumer_offsets``) on the first request for a coordinator, and
+    answers "not available" until it has: a consumer joining a group then logs an error (and
+    tries again), so a broker the launcher starts is ready only once it has one."""
     from kafka import KafkaAdminClient  # kafka-python loads in ~0.1 s: only when probing
     from kafka.errors import KafkaError
 
@@ -369,6 +378,8 @@ def reachable(bootstrap: str, timeout_ms: int = 3000) -> bool:
         return False
     try:
         cluster = admin.describe_cluster()
+        if groups and cluster.get("brokers"):
+            admin.describe_groups([PROBE_GROUP])  # raises until the coordinator is there
     except (KafkaError, OSError):
         return False
     finally:

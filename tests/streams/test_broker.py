@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
 from streams import broker
 from streams.broker_cli import broker as broker_group
@@ -93,6 +93,13 @@ def test_the_cli_starts_reports_and_stops_a_real_broker(
     assert state["running"] and state["reachable"]
     assert (state["bootstrap"], state["version"]) == (bootstrap, local_kafka_version)
 
+    # its group coordinator answers at once: a group's first consumer joins without an error
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="trackerflow-tests")
+    try:
+        (group,) = admin.describe_groups(["first-group"]).values()
+        assert group["error"] is None
+    finally:
+        admin.close()
     round_trip(bootstrap, "lifecycle")
     command = Path(f"/proc/{state['pid']}/cmdline").read_bytes().split(b"\0")
     assert b"kafka.Kafka" in command and b"-XX:TieredStopAtLevel=1" not in command  # --jit full
