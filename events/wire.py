@@ -162,9 +162,7 @@ def decode_ready(
     """
     if _DECODE_BATCH is None:
         return None
-    ready: list[Ready | None] = _DECODE_BATCH(
-        records, max_bytes, control_header, list(skims), start
-    )
+    ready: list[Ready | None] = _DECODE_BATCH(records, max_bytes, control_header, skims, start)
     return ready
 
 

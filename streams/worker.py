@@ -710,7 +710,7 @@ class Worker:
             self._state_lock = lock_state_dir(self.state_root)  # before any client exists
         self.reader = self.choose_reader()
         log.info("fetched record batches are read by %s", self.reader)
-        produce_requests.install()  # the transactions' batches copied once, not six times
+        produce_requests.install()  # the transactions' batches copied once, not eight times
         config = kafka_client_config(self.settings)
         consumer = AIOKafkaConsumer(
             group_id=self.settings.app_id,
