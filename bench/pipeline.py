@@ -916,11 +916,13 @@ def run(args: argparse.Namespace, deployment: Deployment, report: Report) -> Non
         rows.insert(2, ("    raw consume with the worker's compiled batch reader", compiled_s))
     for name, seconds in rows:
         say(f"{name:56} {total:>9,} {seconds:>8.2f} {total / seconds:>10,.0f}")
+    # every record folded in the worker's first transaction (few events): nothing after it
     after = pipe.seconds - pipe.first_fold
+    after_rate = f"{total / after:>10,.0f}" if after > 0 else f"{'-':>10}"
     say(f"{'    worker start-up: start -> HTTP API up':56} {'':>9} {pipe.http_up:>8.2f}")
     say(f"{'    worker start-up: start -> first fold':56} {'':>9} {pipe.first_fold:>8.2f}")
     say(f"{'    from the first fold on (for reference)':56} {total:>9,} {after:>8.2f} "
-        f"{total / after:>10,.0f}")  # fmt: skip
+        f"{after_rate}")  # fmt: skip
     others = {k: v for k, v in pipe.counts.items() if k != "folded" and v}
     say(f"worker /health records: {pipe.counts}" + (f" (not folded: {others})" if others else ""))
     say(cpu_line("(b)", pipe.seconds, pipe.worker_cpu, pipe.broker_cpu, pipe.own_cpu, pipe.all_cpu))
@@ -933,7 +935,8 @@ def run(args: argparse.Namespace, deployment: Deployment, report: Report) -> Non
     )
     ratio = (total / pipe.seconds) / (total / raw_s)
     say()
-    say(f"pipeline / raw consume: {ratio:.3f} (from the first fold on: {raw_s / after:.3f})")
+    since_first = f"{raw_s / after:.3f}" if after > 0 else "-, all folded in the first"
+    say(f"pipeline / raw consume: {ratio:.3f} (from the first fold on: {since_first})")
     say()
     say(
         f"latency: followup events at {args.rate:,.0f}/s over {args.conversations:,} "
