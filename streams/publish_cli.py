@@ -37,7 +37,7 @@ from streams.publisher import Encoded, Failure, Publisher, PublishError, Publish
 from streams.replay import Reject
 from streams.settings import Settings, SettingsError, load_settings
 from streams.sources import STDIN, InputError, Line, Source
-from streams.topics import Topics, TopicsError, ensure_topics, topic_specs
+from streams.topics import Topics, TopicsError, starting_topics, topic_specs
 
 MAX_SHOWN = 20
 PROGRESS_EVERY = 2048
@@ -190,7 +190,7 @@ def _publish_inputs(
 
 def _create_topics(settings: Settings, events_topic: str) -> None:
     try:
-        report = ensure_topics(settings, topic_specs(settings, events_topic=events_topic))
+        report = starting_topics(settings, topic_specs(settings, events_topic=events_topic))
     except TopicsError as error:
         raise click.ClickException(str(error)) from None
     for warning in report.warnings:

@@ -15,11 +15,12 @@ Rules of this module:
   cannot be added without moving keys to other partitions, which would break per-conversation
   order; that is a person's decision).
 * Blocking (kafka-python's admin client): async callers run it in a thread.
-* :func:`worker_topics` is what a worker starting does: it reads what it needs, and makes the
-  topics that are missing, with aiokafka's admin client, which the worker loads anyway, and so
-  never loads kafka-python (a tenth of a second of the worker's start-up). Anything else (a
-  broker that refuses the client or a topic, one that does not answer, ...) goes to
-  :func:`ensure_topics`, which creates them or says why it cannot.
+* :func:`starting_topics` is what a starting worker or ``trackerflow publish`` does: it reads
+  what it needs, and makes the topics that are missing, with aiokafka's admin client, which
+  both load anyway, and so never loads kafka-python (a tenth of a second of the worker's
+  start-up, a fifth of a small ``publish``). Anything else (a broker that refuses the client or
+  a topic, one that does not answer, ...) goes to :func:`ensure_topics`, which creates them or
+  says why it cannot.
 """
 
 from __future__ import annotations
@@ -300,19 +301,23 @@ def _fewer_partitions(wanted: list[TopicSpec], found: Mapping[str, int]) -> tupl
     )
 
 
-def worker_topics(settings: Settings) -> TopicsReport:
-    """:func:`ensure_topics` for a worker starting (see the module rules): the same report,
-    from aiokafka unless it fails. Raises :class:`TopicsError`."""
+def starting_topics(settings: Settings, specs: Iterable[TopicSpec] | None = None) -> TopicsReport:
+    """:func:`ensure_topics` for a process starting (a worker, ``trackerflow publish``; see the
+    module rules): the same report, from aiokafka unless it fails. Raises
+    :class:`TopicsError`."""
     _check_reachable(settings)
-    return asyncio.run(known_topics(settings))
+    return asyncio.run(known_topics(settings, specs))
 
 
-async def known_topics(settings: Settings, *, quiet: bool = True) -> TopicsReport:
+async def known_topics(
+    settings: Settings, specs: Iterable[TopicSpec] | None = None, *, quiet: bool = True
+) -> TopicsReport:
     """:func:`found_topics` (``quiet`` as there, making what is missing), else
-    :func:`ensure_topics` in a thread: the worker's topics as they are, made where missing.
-    Raises :class:`TopicsError`."""
-    found = await found_topics(settings, quiet=quiet, create=True)
-    return found if found is not None else await asyncio.to_thread(ensure_topics, settings)
+    :func:`ensure_topics` in a thread: the topics of ``specs`` (default: :func:`topic_specs`)
+    as they are, made where missing. Raises :class:`TopicsError`."""
+    wanted = list(topic_specs(settings) if specs is None else specs)
+    found = await found_topics(settings, wanted, quiet=quiet, create=True)
+    return found if found is not None else await asyncio.to_thread(ensure_topics, settings, wanted)
 
 
 async def found_topics(

@@ -16,7 +16,7 @@ from streams.cli_params import domain_option, load_domain
 from streams.heap import prepare
 from streams.settings import Settings, SettingsError, env_vars, load_settings
 from streams.stores import StateError
-from streams.topics import TopicsError, worker_topics
+from streams.topics import TopicsError, starting_topics
 
 FIELDS = {
     "bootstrap_servers": "HOST:PORT[,...]",
@@ -93,7 +93,7 @@ def worker(domain: Path | None, loglevel: str, **overrides: Any) -> None:
     gc.disable()
     try:
         with ThreadPoolExecutor(1, thread_name_prefix="trackerflow-topics") as pool:
-            made = pool.submit(worker_topics, settings)
+            made = pool.submit(starting_topics, settings)
             from streams.liveness import quiet_repeats
             from streams.worker_service import run_worker
 

@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer
+from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaError
 
 from events import (
@@ -41,6 +42,7 @@ from events import (
 from streams import broker
 from streams.publisher import Delivered, Publisher, PublishError
 from streams.settings import Settings, load_settings
+from streams.topics import topic_specs
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "deploy" / "samples" / "conversations.jsonl"
@@ -211,6 +213,46 @@ def test_the_cli_refuses_bad_lines(kafka_bootstrap: str, prefix: str, tmp_path: 
     # without --strict the same input is a success
     again = publish_cli(log, "--bootstrap-servers", kafka_bootstrap, "--topic-prefix", prefix)
     assert again.returncode == 0, again.stderr
+
+
+@pytest.mark.broker
+def test_the_cli_makes_missing_topics_with_aiokafka_never_loading_kafka_python(
+    kafka_bootstrap: str, prefix: str
+) -> None:
+    lines = SAMPLE.read_bytes().splitlines()[:20]
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("TRACKERFLOW_")},
+        "TRACKERFLOW_EVENTS_PARTITIONS": "4",
+        "TRACKERFLOW_SIGNALS_RETENTION_MS": "3600000",
+    }
+    command = [sys.executable, "-X", "importtime", "-m", "streams.publish_cli", "-", "--quiet"]
+    command += ["--bootstrap-servers", kafka_bootstrap, "--topic-prefix", prefix]
+    for _ in range(2):  # the topics made, then found
+        done = subprocess.run(
+            command, input=b"\n".join(lines) + b"\n", capture_output=True, env=env,
+            cwd=ROOT, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr.decode()
+        imported = [line.rpartition("|")[2].strip() for line in done.stderr.decode().splitlines()]
+        assert "aiokafka.admin" in imported  # what asked
+        assert not [name for name in imported if name.split(".")[0] == "kafka"]
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="trackerflow-tests")
+    try:
+        # every topic made as ensure_topics makes it
+        settings = load_settings(topic_prefix=prefix, events_partitions=4)
+        specs = topic_specs(settings)
+        wanted = {spec.name: spec.partitions for spec in specs if spec.name.startswith(prefix)}
+        described = {t["name"]: len(t["partitions"]) for t in admin.describe_topics(list(wanted))}
+        assert described == wanted and described[f"{prefix}.events"] == 4
+        resource = ConfigResource(ConfigResourceType.TOPIC, f"{prefix}.signals")
+        signals = admin.describe_configs([resource])["topic"][f"{prefix}.signals"]
+        assert (signals["cleanup.policy"]["value"], signals["retention.ms"]["value"]) == (
+            "delete",
+            "3600000",
+        )
+    finally:
+        admin.close()
+    assert len(consume(kafka_bootstrap, f"{prefix}.events", 40)) == 40  # both runs published
 
 
 @pytest.mark.broker

@@ -331,7 +331,7 @@ def test_bad_credentials_fail_with_a_clear_error(
     tailed = trackerflow("tail", "events", "--idle", "1", env=env)
     assert tailed.returncode != 0
     assert "check the SASL user name and password" in tailed.stderr
-    # a worker asks with aiokafka first (see streams.topics.worker_topics), then says why
+    # a worker asks with aiokafka first (see streams.topics.starting_topics), then says why
     worked = trackerflow("worker", env=env)
     assert worked.returncode == 1 and "Traceback" not in worked.stderr, worked.stderr
     assert "check the SASL user name and password" in worked.stderr, worked.stderr

@@ -33,8 +33,8 @@ from streams.topics import (
     changelog_topics,
     ensure_topics,
     found_topics,
+    starting_topics,
     topic_specs,
-    worker_topics,
 )
 
 
@@ -219,13 +219,13 @@ def test_a_starting_worker_makes_and_reads_topics_without_kafka_python(
     code = f"""
 import sys
 from streams.settings import load_settings
-from streams.topics import worker_topics
+from streams.topics import starting_topics
 settings = load_settings(
     bootstrap_servers={kafka_bootstrap!r}, topic_prefix={prefix!r}, app_id={prefix!r},
     **{overrides!r},
 )
 for _ in range(2):  # made, then found
-    print(worker_topics(settings).summary())
+    print(starting_topics(settings).summary())
 print("kafka" in sys.modules)
 """
     done = subprocess.run(
@@ -327,7 +327,7 @@ def test_a_topic_kafka_cannot_create_is_an_error(kafka_bootstrap: str, prefix: s
     wanted = settings_for(kafka_bootstrap, prefix, replication_factor=1000)
     assert asyncio.run(found_topics(wanted, create=True)) is None
     with pytest.raises(TopicsError, match=rf"cannot create topics: '{prefix}\.events': "):
-        worker_topics(wanted)
+        starting_topics(wanted)
 
 
 def test_an_unreachable_broker_fails_fast() -> None:

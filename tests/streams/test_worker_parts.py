@@ -480,10 +480,10 @@ def test_limits_read_again_apply_to_the_folds_made_from_then_on(
     worker = Worker(load_settings(app_id="app", max_record_bytes=1_000_000))
     assert worker.kept_room == 1_000_000
 
-    def refused(settings: Any) -> Any:
+    def refused(settings: Any, *specs: Any) -> Any:
         raise TopicsError("cannot reach Kafka")
 
-    async def unanswered(settings: Any, **options: Any) -> None:
+    async def unanswered(settings: Any, *specs: Any, **options: Any) -> None:
         return None  # aiokafka's admin client could not tell: ensure_topics is asked
 
     monkeypatch.setattr(topics_module, "found_topics", unanswered)
@@ -492,7 +492,9 @@ def test_limits_read_again_apply_to_the_folds_made_from_then_on(
     assert worker.kept_room == 1_000_000
     assert "cannot read the topics' limits again (cannot reach Kafka)" in caplog.text
     lowered = {"app-heads-changelog": 300_000, "trackerflow.signals": 100_000}
-    monkeypatch.setattr(topics_module, "ensure_topics", lambda s: SimpleNamespace(limits=lowered))
+    monkeypatch.setattr(
+        topics_module, "ensure_topics", lambda s, *specs: SimpleNamespace(limits=lowered)
+    )
     asyncio.run(worker._read_limits())
     assert worker.kept_room == 300_000 - RECORD_OVERHEAD
     assert worker.folder(MemoryState()).max_kept_bytes == 300_000 - RECORD_OVERHEAD
@@ -501,7 +503,7 @@ def test_limits_read_again_apply_to_the_folds_made_from_then_on(
 
     asked: list[dict[str, Any]] = []
 
-    async def answered(settings: Any, **options: Any) -> Any:
+    async def answered(settings: Any, *specs: Any, **options: Any) -> Any:
         asked.append(options)
         return SimpleNamespace(limits={"app-heads-changelog": 500_000})
 
@@ -546,7 +548,7 @@ def test_a_limit_raised_while_the_worker_runs_reaches_the_partitions_it_owns(
 
     raised = {"app-heads-changelog": 1_000_000, "app-history-changelog": 1_000_000}
 
-    async def found(settings: Any, **options: Any) -> Any:
+    async def found(settings: Any, *specs: Any, **options: Any) -> Any:
         return SimpleNamespace(limits=raised)
 
     monkeypatch.setattr(topics_module, "found_topics", found)
@@ -841,7 +843,7 @@ def test_the_collector_waits_only_while_the_worker_command_imports_the_worker(
     aiokafka_log = logging.getLogger("aiokafka")
     monkeypatch.setattr(aiokafka_log, "level", aiokafka_log.level)
     monkeypatch.setattr(service, "run_worker", run)
-    monkeypatch.setattr(command, "worker_topics", found)
+    monkeypatch.setattr(command, "starting_topics", found)
     assert gc.isenabled()
     done = CliRunner().invoke(command.worker, [])
     assert done.exit_code == 0, done.output
@@ -850,7 +852,7 @@ def test_the_collector_waits_only_while_the_worker_command_imports_the_worker(
     def refused(settings: Any) -> TopicsReport:
         raise TopicsError("cannot reach Kafka at 127.0.0.1:9")
 
-    monkeypatch.setattr(command, "worker_topics", refused)
+    monkeypatch.setattr(command, "starting_topics", refused)
     done = CliRunner().invoke(command.worker, [])
     assert done.exit_code == 1 and "cannot reach Kafka at 127.0.0.1:9" in done.output
     assert gc.isenabled()  # collecting again after a start that failed
