@@ -89,7 +89,9 @@ def worker(domain: Path | None, loglevel: str, **overrides: Any) -> None:
     # the topics are looked up (and made if missing) while this process imports the worker;
     # the imports make tens of thousands of objects that live as long as the process (modules,
     # classes, functions) and hardly any garbage: the collector waits until they are done
-    # (about a tenth of the imports' time; the worker sets its own thresholds when it runs)
+    # (about a tenth of the imports' time; the worker sets its own thresholds when it runs),
+    # and then leaves them out of every collection (frozen: the first collections after the
+    # imports walked all of them, about 60 ms before the worker had read anything)
     gc.disable()
     try:
         with ThreadPoolExecutor(1, thread_name_prefix="trackerflow-topics") as pool:
@@ -102,6 +104,7 @@ def worker(domain: Path | None, loglevel: str, **overrides: Any) -> None:
             except TopicsError as error:
                 raise click.ClickException(str(error)) from None
     finally:
+        gc.freeze()
         gc.enable()
     logging.basicConfig(
         level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
