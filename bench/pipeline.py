@@ -22,8 +22,8 @@ counted as the worker's start-up), generate ``--events`` realistic interleaved b
    same again with the reference readers: publish -> arrival on the events topic (the
    baseline: what any consumer could see) and publish -> signal for a read_uncommitted reader
    too. The reference readers' fetches are work for the broker that shares the machine with
-   the worker (on two cores, they added 10-15 ms to the read_committed p99), hence the phase
-   without them; p99 per 5 s window too;
+   the worker (on two cores, they added 6-26 ms to the read_committed p99 in the runs that
+   led to this), hence the phase without them; p99 per 5 s window too;
 5. restart: stop the worker (SIGTERM) and start it again; the time until it owns every
    partition again, and how many changelog records it read to get there (``--store``: the
    memory store reads the whole changelogs, the rocksdb store only what its database lacks).
@@ -582,8 +582,8 @@ async def measure_latency(
 ) -> LatencyRun:
     """Publish followups at ``rate``; time each one's broker ack, its arrival on the events topic
     (what any consumer could see: the baseline) and its signal at both isolation levels: those
-    of ``rows`` (``LATENCY_ROWS``); a reader is only started for a row it measures, as every
-    reader adds fetches for the broker to answer."""
+    of ``rows`` (of ``LATENCY_ROWS``, ``ACK_ROW`` always); a reader is only started for a row it
+    measures, as every reader adds fetches for the broker to answer."""
     topics = Topics.from_settings(settings)
     warm = round(rate * warmup)
     total = warm + round(rate * seconds)
