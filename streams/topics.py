@@ -388,11 +388,9 @@ async def _found(
             elif result["error_code"] != TOPIC_ALREADY_EXISTS:  # ensure_topics says why
                 return None
         await _leaders_of(admin, created)
-        found.update(
-            (name, count)
-            for name, count in (await _aiokafka_partition_counts(admin)).items()
-            if name not in created  # made meanwhile by another process: reported as existing
-        )
+        meanwhile = [spec.name for spec in missing if spec.name not in created]
+        if meanwhile:  # made by another process since the listing: reported as existing
+            found.update(await _aiokafka_partition_counts(admin, meanwhile))
     resources = [
         ConfigResource(ConfigResourceType.TOPIC, name, {"max.message.bytes": None})
         for name in names
@@ -409,9 +407,11 @@ async def _found(
     )
 
 
-async def _aiokafka_partition_counts(admin: Any) -> dict[str, int]:
-    """The partition count of every topic the broker lists without an error."""
-    topics = await admin.describe_topics(None)  # all of them
+async def _aiokafka_partition_counts(admin: Any, names: list[str] | None = None) -> dict[str, int]:
+    """The partition count of every topic the broker lists without an error (of ``names``,
+    topics known to exist: a request for named topics may create them, see
+    :func:`found_topics`)."""
+    topics = await admin.describe_topics(names)  # None: all of them
     return {
         topic["topic"]: len(topic["partitions"]) for topic in topics if topic["error_code"] == 0
     }
