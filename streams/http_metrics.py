@@ -27,7 +27,7 @@ class HealthCollector(Collector):
         report = self.health()
         records = report.get("records")
         if isinstance(records, Mapping):
-            yield _by_outcome(
+            yield _by_label(
                 "trackerflow_records",
                 "Records read from the events topics, by what became of them.",
                 records,
@@ -44,9 +44,18 @@ class HealthCollector(Collector):
                 "Changelog records read to restore the state of partitions taken.",
                 value=report["restored_records"],
             )
+        fetches = report.get("fetches")
+        if isinstance(fetches, Mapping):
+            yield _by_label(
+                "trackerflow_fetches",
+                "Fetches of the events topics, by how long the broker may hold them: busy "
+                "(briefly, for a batch) or idle (long, until the first record).",
+                fetches,
+                "wait",
+            )
         reminders = report.get("reminders")
         if isinstance(reminders, Mapping):
-            yield _by_outcome(
+            yield _by_label(
                 "trackerflow_reminders",
                 "Reminders that came due: fired, or missed (due longer ago than the grace).",
                 {k: v for k, v in reminders.items() if k in ("fired", "missed")},
@@ -100,10 +109,12 @@ class HealthCollector(Collector):
             )  # fmt: skip
 
 
-def _by_outcome(name: str, documentation: str, counts: Mapping[str, Any]) -> Metric:
-    family = CounterMetricFamily(name, documentation, labels=["outcome"])
-    for outcome, count in sorted(counts.items()):
-        family.add_metric([outcome], count)
+def _by_label(
+    name: str, documentation: str, counts: Mapping[str, Any], label: str = "outcome"
+) -> Metric:
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for value, count in sorted(counts.items()):
+        family.add_metric([value], count)
     return family
 
 

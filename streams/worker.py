@@ -76,7 +76,8 @@ from events.wire import dumps, encode_record, skim
 from processors.domain import Domain
 from processors.reminders import REMINDER_TRIGGERED, listing
 from processors.stream import Head, Outcome, StreamFolder
-from streams import produce_requests
+from streams import fetch_wait, produce_requests
+from streams.fetch_wait import FETCH_MIN_BYTES, FETCH_WAIT_MS
 from streams.fetching import install
 from streams.liveness import PROBE_S, KafkaCheck
 from streams.publisher import RASA_ENVIRONMENT_HEADER
@@ -124,16 +125,6 @@ HELD_RECHECK_S = 0.2
 # UTF-8, so no conversation id (a UTF-8 string) can ever have it.
 POSITIONS_KEY = b"\xfftrackerflow.positions"
 WRITER = "writer"  # in the positions record: the transactional id that committed it
-# Fetching. A fetch that the broker answers as soon as one record arrives costs a request and
-# a response per few records under a steady load: at 1,000 events/s that was hundreds of fetches
-# a second, a third of the worker's CPU and a large share of the broker's. So a fetch waits up
-# to FETCH_WAIT_MS for FETCH_MIN_BYTES (more than arrives in that time at such loads): records
-# wait at most that long, mostly while the previous batch's transaction is still committing.
-# (The wait must stay short: partitions with unread buffered records sit out the next fetch,
-# and a long broker-side wait on it would delay them; aiokafka's default 500 ms showed up as
-# p99 latency.)
-FETCH_WAIT_MS = 5
-FETCH_MIN_BYTES = 256 * 1024
 LAG_COMMIT_S = 5.0  # how often the group's offsets are committed for lag monitoring
 LIMITS_S = 60.0  # how often the topics' max.message.bytes are read again
 # A partition's next transaction cannot add partitions while the broker still writes the markers
@@ -642,6 +633,7 @@ class Worker:
         self.reminder_counts = {"fired": 0, "missed": 0}
         self.transactions = 0  # committed
         self.reader = "aiokafka"  # what reads fetched record batches (see ``choose_reader``)
+        self.fetch_wait: fetch_wait.FetchWait | None = None  # how long its fetches wait
         self._batch_limits: dict[str, int] = {}
         self.kept_room = 0
         self.dead_letter_room = 0
@@ -721,14 +713,14 @@ class Worker:
             session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000,
             max_poll_interval_ms=300_000,
-            # a fetch waits at the broker until FETCH_MIN_BYTES have come or FETCH_WAIT_MS
-            # have passed (see there)
+            # how long a fetch may wait at the broker: see streams.fetch_wait (``adapt``)
             fetch_max_wait_ms=FETCH_WAIT_MS,
             fetch_min_bytes=FETCH_MIN_BYTES,
             **config,
         )
         self._consumer = consumer
         await consumer.start()
+        self.fetch_wait = fetch_wait.adapt(consumer)
         watch: asyncio.Future[None] | None = None
         try:
             topics = self.topics

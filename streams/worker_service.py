@@ -118,6 +118,7 @@ class WorkerService(ConversationService):
 
     def health(self) -> dict[str, Any]:
         kafka, now = self.worker.kafka, time.monotonic()
+        wait = self.worker.fetch_wait
         failing = [f.report(now) for _, f in sorted(self.worker.failing.items())]
         return {
             "status": "degraded" if kafka.answering is False or failing else "ok",
@@ -135,6 +136,7 @@ class WorkerService(ConversationService):
             "writer": "aiokafka" if BATCH_WRITER is None else "compiled",
             "refused": self.worker.assignor.refused,
             "restored_records": self.worker.restored_records,
+            "fetches": None if wait is None else wait.report(),
             "reminders": {
                 **self.worker.reminder_counts,
                 "pending": self.worker.pending_reminders(),

@@ -505,6 +505,23 @@ def test_a_restarted_worker_reads_only_what_its_state_lacks(any_store_run: Run) 
         assert health["restored_records"] >= changelogs - 6  # compaction may drop a few
 
 
+def test_an_idle_worker_fetches_a_few_times_a_second_and_records_end_the_wait(run: Run) -> None:
+    """With nothing arriving, each fetch waits long at the broker (streams.fetch_wait): a few a
+    second, where fetches for a batch would be hundreds; records are fetched briefly again."""
+    run.start_worker()
+    health = wait_for_health(run, 0, lambda h: h.get("partitions") and h["fetches"]["idle"])
+    assert health["fetches"]["idle"], health
+    before = run.health(0)["fetches"]
+    time.sleep(3)
+    after = run.health(0)["fetches"]
+    assert after["busy"] == before["busy"]  # nothing was fetched
+    assert 2 <= after["idle"] - before["idle"] <= 12  # at most one per 0.5 s wait, and a few
+    records = sample()
+    run.produce(records)
+    assert_folded_exactly_once(run, records, deadline_s=120)
+    assert run.health(0)["fetches"]["busy"] > after["busy"]
+
+
 def test_a_second_worker_on_a_used_state_directory_stops_with_a_clear_error(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
