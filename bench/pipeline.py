@@ -533,6 +533,7 @@ class LatencyRun:
     all_cpu: float = math.nan  # CPU seconds the machine was busy during the phase
     wall: float = math.nan
     transactions: int = 0  # the worker committed during the phase
+    fetches: dict[str, int] = field(default_factory=dict)  # the worker sent, by wait, in it
 
 
 async def _positioned(reader: Any, topic: str, partitions: int) -> None:
@@ -814,7 +815,8 @@ def latency_phase(
     seconds = args.warmup + args.seconds
     report.progress(f"latency, {phase}: {args.rate:,.0f} events/s for {seconds:.0f} s")
     assert deployment.worker is not None
-    transactions = (deployment.health() or {}).get("transactions", 0)
+    health = deployment.health() or {}
+    transactions, fetches = health.get("transactions", 0), health.get("fetches") or {}
     worker_cpu, broker_cpu, own_cpu, all_cpu, started = (
         cpu_seconds(deployment.worker.pid),
         cpu_seconds(deployment.broker_pid),
@@ -842,7 +844,11 @@ def latency_phase(
     latency.broker_cpu = cpu_seconds(deployment.broker_pid) - broker_cpu
     latency.own_cpu = time.process_time() - own_cpu
     latency.all_cpu = system_busy() - all_cpu
-    latency.transactions = (deployment.health() or {}).get("transactions", 0) - transactions
+    health = deployment.health() or {}
+    latency.transactions = health.get("transactions", 0) - transactions
+    latency.fetches = {
+        wait: count - fetches.get(wait, 0) for wait, count in (health.get("fetches") or {}).items()
+    }
     deployment.check_worker()
     return latency
 
@@ -978,6 +984,14 @@ def run(args: argparse.Namespace, deployment: Deployment, report: Report) -> Non
             f"{latency.achieved_rate * latency.wall / max(latency.transactions, 1):.1f} "
             "events each)"
         )
+        if latency.fetches:  # how long they waited: see streams.fetch_wait
+            say(
+                "  worker fetches: "
+                + ", ".join(
+                    f"{wait} {count:,} ({count / latency.wall:,.0f}/s)"
+                    for wait, count in sorted(latency.fetches.items())
+                )
+            )
         say(
             "  "
             + cpu_line(

@@ -40,7 +40,8 @@ committed apart from their offsets), so the worker drives aiokafka, faust's own 
 directly. Its consumers read fetched record batches with trackerflow's compiled reader
 (``streams.fetching``): aiokafka's records and positions, at a third of the cost. Its producers
 send batches written by trackerflow's compiled writer (``Outbox``): aiokafka's bytes, one call
-per batch.
+per batch. Its fetches wait briefly for a batch while records flow and long for the first record
+while none do (``streams.fetch_wait``).
 """
 
 from __future__ import annotations

@@ -57,6 +57,9 @@ def test_the_pipeline_benchmark_runs_every_phase_and_both_latency_phases(
         section = out.split(f"\n{phase} (achieved ", 1)[1]
         assert re.match(r"[\d.,]+/s\):\n  p99 ms per 5 s window:\n", section), out
         assert re.search(r"^  worker transactions: [1-9][\d,]* \(", section, re.M), out
+        # the records came in busy fetches (brief, for a batch; streams.fetch_wait)
+        fetches = r"^  worker fetches: busy [1-9][\d,]* \([\d,]+/s\), idle [\d,]+ \([\d,]+/s\)$"
+        assert re.search(fetches, section, re.M), out
         assert re.search(r"^  CPU during the phase, .* worker [\d.]+ s", section, re.M), out
 
     # the target is at 1,000 events/s: a run at another rate says so and never claims it
