@@ -5,7 +5,7 @@ A fetch names how long the broker may hold it (``fetch_max_wait_ms``) for how ma
 (``fetch_min_bytes``). Under load the worker asks for a lot and waits briefly (``BUSY``): each
 fetch then brings a batch, not a few records, and costs the broker and the worker one request
 per batch. An idle worker asking that way sends a fetch every few milliseconds that comes back
-empty (about 140 a second, a tenth of a core of the worker's and some of the broker's). So once
+empty (about 140 a second: a tenth of a core of the worker's, more of the broker's). So once
 a fetch comes back with nothing, the next asks for a single byte and may wait long (``IDLE``):
 the broker answers it when the first record arrives (no later than a busy fetch would have) or
 when the wait is over, and as soon as a fetch brings records the next one is busy again.
