@@ -78,7 +78,6 @@ from processors.domain import Domain
 from processors.reminders import REMINDER_TRIGGERED, listing
 from processors.stream import Head, Outcome, StreamFolder
 from streams import fetch_wait, produce_requests
-from streams.fetch_wait import FETCH_MIN_BYTES, FETCH_WAIT_MS
 from streams.fetching import install
 from streams.liveness import PROBE_S, KafkaCheck
 from streams.publisher import RASA_ENVIRONMENT_HEADER
@@ -715,8 +714,8 @@ class Worker:
             heartbeat_interval_ms=1_000,
             max_poll_interval_ms=300_000,
             # how long a fetch may wait at the broker: see streams.fetch_wait (``adapt``)
-            fetch_max_wait_ms=FETCH_WAIT_MS,
-            fetch_min_bytes=FETCH_MIN_BYTES,
+            fetch_max_wait_ms=fetch_wait.FETCH_WAIT_MS,
+            fetch_min_bytes=fetch_wait.FETCH_MIN_BYTES,
             **config,
         )
         self._consumer = consumer
